@@ -1,0 +1,154 @@
+//! API errors and their two wire formats.
+//!
+//! Every failure a handler can meet becomes an [`ApiError`]; its [`ApiErrorKind`] decides the
+//! HTTP status in exactly one place ([`ApiErrorKind::status`]). The endpoint picks the body
+//! format: TEI's `{error, error_type}` ([`TeiError`]) or Cohere's `{message}` ([`CohereApiError`]).
+
+use actix_web::error::JsonPayloadError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use rerank_shared::api::cohere::CohereError;
+use rerank_shared::api::tei::{ErrorResponse, ErrorType};
+
+use crate::engine::EngineError;
+
+/// What went wrong, independent of the wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    /// The body is not JSON (syntax error, truncated, invalid UTF-8).
+    MalformedBody,
+    /// The JSON does not fit the request schema (missing field, wrong type).
+    InvalidSchema,
+    /// A field's value is out of range (`top_n < 1`, …).
+    InvalidField,
+    /// A required list is empty.
+    Empty,
+    /// The body, the document list or an input is larger than allowed.
+    TooLarge,
+    /// The tokenizer could not encode the input.
+    Tokenizer,
+    /// Admission limits were reached.
+    Overloaded,
+    /// The model failed.
+    Backend,
+    /// The node cannot serve.
+    Unhealthy,
+}
+
+impl ApiErrorKind {
+    /// The one mapping from error kind to HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedBody | Self::InvalidField | Self::Empty => StatusCode::BAD_REQUEST,
+            Self::InvalidSchema | Self::Tokenizer => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Backend => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn tei_type(self) -> ErrorType {
+        match self {
+            Self::MalformedBody | Self::InvalidSchema | Self::InvalidField | Self::TooLarge => {
+                ErrorType::Validation
+            }
+            Self::Empty => ErrorType::Empty,
+            Self::Tokenizer => ErrorType::Tokenizer,
+            Self::Overloaded => ErrorType::Overloaded,
+            Self::Backend => ErrorType::Backend,
+            Self::Unhealthy => ErrorType::Unhealthy,
+        }
+    }
+}
+
+/// A failed request: a kind and a message for the client.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ApiErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ApiErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let kind = match &e {
+            EngineError::InputTooLong { .. } => ApiErrorKind::TooLarge,
+            EngineError::Tokenizer(_) => ApiErrorKind::Tokenizer,
+            _ => ApiErrorKind::Backend,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<&JsonPayloadError> for ApiError {
+    fn from(e: &JsonPayloadError) -> Self {
+        match e {
+            JsonPayloadError::OverflowKnownLength { length, limit } => Self::new(
+                ApiErrorKind::TooLarge,
+                format!("request body of {length} bytes is over the limit of {limit} bytes"),
+            ),
+            JsonPayloadError::Overflow { limit } => Self::new(
+                ApiErrorKind::TooLarge,
+                format!("request body is over the limit of {limit} bytes"),
+            ),
+            JsonPayloadError::Deserialize(inner) if inner.is_data() => Self::new(
+                ApiErrorKind::InvalidSchema,
+                format!("invalid request: {inner}"),
+            ),
+            JsonPayloadError::Deserialize(inner) => Self::new(
+                ApiErrorKind::MalformedBody,
+                format!("malformed JSON body: {inner}"),
+            ),
+            other => Self::new(
+                ApiErrorKind::MalformedBody,
+                format!("unreadable body: {other}"),
+            ),
+        }
+    }
+}
+
+/// An [`ApiError`] rendered in TEI's format.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TeiError(#[from] pub ApiError);
+
+impl ResponseError for TeiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(ErrorResponse {
+            error: self.0.message.clone(),
+            error_type: self.0.kind.tei_type(),
+        })
+    }
+}
+
+/// An [`ApiError`] rendered in Cohere's format.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CohereApiError(#[from] pub ApiError);
+
+impl ResponseError for CohereApiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(CohereError {
+            message: self.0.message.clone(),
+        })
+    }
+}

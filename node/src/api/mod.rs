@@ -1,0 +1,53 @@
+//! The HTTP API: one file per resource, errors and middleware beside them.
+//!
+//! - [`tei_api`]: `POST /rerank` (text-embeddings-inference shape).
+//! - [`cohere_api`]: `POST /v1/rerank`, `POST /v2/rerank` (Cohere/Jina shape).
+//! - [`service_api`]: `/health`, `/info`, `/metrics`, `/openapi.json`.
+//! - [`error`]: error kinds → status codes, and the two error body formats.
+//! - [`middleware`]: request ids and HTTP metrics.
+
+pub mod cohere_api;
+pub mod error;
+pub mod middleware;
+pub mod openapi;
+pub mod service_api;
+pub mod tei_api;
+
+use actix_web::error::JsonPayloadError;
+use actix_web::{web, HttpRequest};
+
+use error::{ApiError, CohereApiError, TeiError};
+
+/// Registers every route. `payload_limit` bounds request bodies (larger → 413).
+pub fn configure(cfg: &mut web::ServiceConfig, payload_limit: usize) {
+    // Each shape renders body errors in its own format, so each gets its own JSON config.
+    let tei_json = web::JsonConfig::default()
+        .limit(payload_limit)
+        .content_type_required(false)
+        .error_handler(|e: JsonPayloadError, _: &HttpRequest| TeiError(ApiError::from(&e)).into());
+    let cohere_json = web::JsonConfig::default()
+        .limit(payload_limit)
+        .content_type_required(false)
+        .error_handler(|e: JsonPayloadError, _: &HttpRequest| {
+            CohereApiError(ApiError::from(&e)).into()
+        });
+    cfg.service(
+        web::resource("/rerank")
+            .app_data(tei_json)
+            .route(web::post().to(tei_api::rerank)),
+    )
+    .service(
+        web::resource("/v1/rerank")
+            .app_data(cohere_json.clone())
+            .route(web::post().to(cohere_api::rerank_v1)),
+    )
+    .service(
+        web::resource("/v2/rerank")
+            .app_data(cohere_json)
+            .route(web::post().to(cohere_api::rerank_v2)),
+    )
+    .route("/health", web::get().to(service_api::health))
+    .route("/info", web::get().to(service_api::info))
+    .route("/metrics", web::get().to(service_api::metrics))
+    .route("/openapi.json", web::get().to(service_api::openapi));
+}

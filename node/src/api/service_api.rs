@@ -1,0 +1,77 @@
+//! Service endpoints: `GET /health`, `GET /info`, `GET /metrics`, `GET /openapi.json`.
+
+use actix_web::{web, HttpResponse};
+use rerank_shared::api::health::{
+    DistributedCacheHealth, Health, Info, MicroBatcherHealth, ModelHealth,
+};
+
+use crate::engine::ModelKind;
+use crate::state::NodeState;
+
+fn kind_name(kind: ModelKind) -> &'static str {
+    match kind {
+        ModelKind::CrossEncoder => "cross-encoder",
+        ModelKind::BiEncoder => "bi-encoder",
+    }
+}
+
+/// `GET /health`: the guide's fields. The micro-batcher and shared cache report their settings
+/// (both disabled until those components are switched on).
+pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
+    let info = state.backend.info();
+    let cfg = &state.config;
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+        node_id: state.node_id.clone(),
+        model: ModelHealth {
+            id: info.model_id.clone(),
+            architecture: info.architecture.clone(),
+            kind: kind_name(info.kind).into(),
+            device: info.device.clone(),
+            dtype: info.dtype.clone(),
+            quantization: info.quantization.clone(),
+        },
+        micro_batcher: MicroBatcherHealth {
+            enabled: false,
+            window_ms: cfg.micro_batch_window_ms,
+            max_batch_size: cfg.micro_batch_max_size,
+            ..MicroBatcherHealth::default()
+        },
+        distributed_cache: DistributedCacheHealth::default(),
+    })
+}
+
+/// `GET /info`: the model and the node's limits.
+pub async fn info(state: web::Data<NodeState>) -> HttpResponse {
+    let info = state.backend.info();
+    let cfg = &state.config;
+    HttpResponse::Ok().json(Info {
+        model_id: info.model_id.clone(),
+        model_type: "reranker".into(),
+        architecture: info.architecture.clone(),
+        kind: kind_name(info.kind).into(),
+        dtype: info.dtype.clone(),
+        quantization: info.quantization.clone(),
+        device: info.device.clone(),
+        max_input_length: info.max_input_length,
+        max_client_batch_size: cfg.max_client_batch_size,
+        max_batch_tokens: cfg.max_batch_tokens,
+        max_parallel_requests: cfg.max_parallel_requests,
+        num_labels: info.num_labels,
+        pooling: info.pooling.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        node_id: state.node_id.clone(),
+    })
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<NodeState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(super::openapi::document())
+}

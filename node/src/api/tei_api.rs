@@ -1,0 +1,47 @@
+//! `POST /rerank` in text-embeddings-inference's shape.
+
+use actix_web::{web, HttpResponse};
+use rerank_shared::api::tei::{Rank, RerankRequest};
+
+use super::error::TeiError;
+use crate::engine::{ModelKind, TruncationOptions};
+use crate::scoring::{check_document_count, ranking, score_documents, sigmoid, timing_headers};
+use crate::state::NodeState;
+
+/// Scores `texts` against `query`; returns `[{index, score, text?}]`, best first.
+///
+/// Scores are the sigmoid of the logit unless `raw_scores`; a bi-encoder's score is its cosine
+/// similarity either way.
+pub async fn rerank(
+    state: web::Data<NodeState>,
+    body: web::Json<RerankRequest>,
+) -> Result<HttpResponse, TeiError> {
+    let req = body.into_inner();
+    check_document_count(&state, req.texts.len(), "texts")?;
+    let opts = TruncationOptions {
+        truncate: req.truncate.unwrap_or(false),
+        direction: req.truncation_direction,
+        max_tokens_per_doc: None,
+    };
+    let texts = req.return_text.then(|| req.texts.clone());
+    let outcome = score_documents(&state, req.query, req.texts, opts).await?;
+    let normalize = !req.raw_scores && state.backend.info().kind == ModelKind::CrossEncoder;
+    let scores: Vec<f32> = outcome
+        .raw_scores
+        .iter()
+        .map(|&s| if normalize { sigmoid(s) } else { s })
+        .collect();
+    let ranks: Vec<Rank> = ranking(&scores)
+        .into_iter()
+        .map(|index| Rank {
+            index,
+            score: scores[index],
+            text: texts.as_ref().map(|t| t[index].clone()),
+        })
+        .collect();
+    let mut response = HttpResponse::Ok();
+    for header in timing_headers(&outcome) {
+        response.insert_header(header);
+    }
+    Ok(response.json(ranks))
+}

@@ -1,0 +1,118 @@
+//! Model loading and inference.
+//!
+//! Everything model-specific lives here behind [`RerankBackend`], the way TEI keeps its backends
+//! behind one trait: the HTTP layer and the actors only see `encode` (text → token ids, where
+//! validation errors arise) and `score` (token ids → raw scores), so a faster backend can slide
+//! in without touching them.
+//!
+//! - [`model_files`]: find a checkpoint locally or on the hub.
+//! - [`hf_config`]: the `config.json` fields we read.
+//! - [`tokenize`]: pair encoding, truncation and the length limit.
+//! - [`encoder`]: the BERT/RoBERTa transformer forward pass.
+//! - [`heads`]: classification heads and bi-encoder pooling; logits → one raw score.
+//! - [`batching`]: token-budget forward batches.
+//! - [`reranker`]: the candle backend tying them together.
+
+pub mod batching;
+pub mod encoder;
+pub mod heads;
+pub mod hf_config;
+pub mod model_files;
+pub mod reranker;
+pub mod tokenize;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+pub use model_files::{ModelFiles, ModelSource};
+pub use reranker::{CandleReranker, LoadOptions, SUPPORTED_ARCHITECTURES};
+pub use tokenize::{TokenIds, TruncationOptions};
+
+/// Failures of loading or running a model. Input problems (`InputTooLong`) are the client's;
+/// the rest are the server's.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("model not found: {0}")]
+    ModelNotFound(String),
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    #[error("unsupported architecture {found}; supported: {supported}")]
+    UnsupportedArchitecture { found: String, supported: String },
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    #[error("Input validation error: `inputs` must have less than {max} tokens. Given: {given}")]
+    InputTooLong { given: usize, max: usize },
+    #[error("inference error: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Whether a model scores pairs jointly or compares separate embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Query and document go through the encoder together; a head gives a logit.
+    CrossEncoder,
+    /// Query and document are embedded separately; the score is their cosine similarity.
+    BiEncoder,
+}
+
+/// What `/health` and `/info` say about the loaded model: what is in effect, not what was asked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub architecture: String,
+    pub kind: ModelKind,
+    pub device: String,
+    pub dtype: String,
+    pub quantization: String,
+    pub max_input_length: usize,
+    pub num_labels: Option<usize>,
+    pub pooling: Option<String>,
+}
+
+/// One (query, document) pair, tokenized for the model.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EncodedPair {
+    /// A cross-encoder input: `[CLS] query [SEP] document [SEP]` (or the RoBERTa layout).
+    Cross(TokenIds),
+    /// A bi-encoder input: the query (shared by a request's pairs) and the document.
+    Bi {
+        query: Arc<TokenIds>,
+        document: TokenIds,
+    },
+}
+
+impl EncodedPair {
+    /// Tokens the pair costs in a forward pass.
+    pub fn token_count(&self) -> usize {
+        match self {
+            Self::Cross(ids) => ids.len(),
+            Self::Bi { query, document } => query.len() + document.len(),
+        }
+    }
+}
+
+/// A loaded model that can score pairs. Implementations must be usable from several threads:
+/// tokenization runs on request threads, scoring on the model's own thread.
+pub trait RerankBackend: Send + Sync {
+    /// The model as loaded.
+    fn info(&self) -> &ModelInfo;
+
+    /// Tokenizes `query` against each document, applying truncation options; fails on input
+    /// over the model's length when truncation is off.
+    fn encode(
+        &self,
+        query: &str,
+        documents: &[&str],
+        opts: &TruncationOptions,
+    ) -> Result<Vec<EncodedPair>, EngineError>;
+
+    /// Raw scores, one per pair, in order: a logit (or log-odds) for cross-encoders, a cosine
+    /// similarity for bi-encoders.
+    fn score(&self, pairs: &[EncodedPair]) -> Result<Vec<f32>, EngineError>;
+}

@@ -1,0 +1,116 @@
+//! `rerank-node`: serve (default), benchmark the engine, or print the effective settings.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rerank_node::bench::{self, BenchSettings};
+use rerank_shared::config::{NodeConfig, DEFAULT_MODEL_PATH};
+use tracing_subscriber::EnvFilter;
+
+// Encoder forward passes allocate large, short-lived tensors; mimalloc keeps them from
+// churning page faults the way glibc malloc's mmap threshold does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "rerank-node",
+    version,
+    about = "A cross-encoder reranking server"
+)]
+struct Cli {
+    /// Print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Benchmark the engine beside PyTorch on a MiniLM-L6 cross-encoder.
+    Bench {
+        /// all-MiniLM-L6-v2 directory the benchmark checkpoint is built from.
+        #[arg(long, default_value = DEFAULT_MODEL_PATH)]
+        encoder_dir: PathBuf,
+        /// Where the checkpoint and workload are written.
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        documents: usize,
+        /// Word pieces per document.
+        #[arg(long, default_value_t = 110)]
+        document_tokens: usize,
+        /// Minimum seconds each engine is timed.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16384)]
+        max_batch_tokens: usize,
+        /// Python interpreter for the PyTorch side.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Skip the PyTorch side.
+        #[arg(long)]
+        no_torch: bool,
+        /// Threads PyTorch may use (match the cores candle uses).
+        #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
+        torch_threads: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config = NodeConfig::from_env()?;
+            if cli.print_config {
+                println!("{}", serde_json::to_string_pretty(&config.masked())?);
+                return Ok(());
+            }
+            actix_web::rt::System::new()
+                .block_on(rerank_node::server::serve(config))
+                .context("node stopped")
+        }
+        Command::Bench {
+            encoder_dir,
+            work_dir,
+            documents,
+            document_tokens,
+            seconds,
+            max_batch_tokens,
+            python,
+            no_torch,
+            torch_threads,
+            json,
+        } => {
+            let settings = BenchSettings {
+                encoder_dir,
+                work_dir,
+                documents,
+                document_tokens,
+                seconds,
+                max_batch_tokens,
+                python: (!no_torch).then_some(python),
+                torch_threads,
+            };
+            let report = bench::run(&settings).context("benchmark failed")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Prometheus metrics of a node, registered in one registry that `GET /metrics` renders.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// The node's metrics. Names are prefixed `rerank_` and documented in the README.
+pub struct NodeMetrics {
+    registry: Registry,
+    /// HTTP requests by route pattern and status code.
+    pub requests: IntCounterVec,
+    /// Wall time of HTTP requests by route pattern.
+    pub request_duration: HistogramVec,
+    /// (query, document) pairs asked for.
+    pub pairs_requested: IntCounter,
+    /// Pairs that went through the model.
+    pub pairs_computed: IntCounter,
+    /// Tokens that went through the model (without padding).
+    pub tokens_computed: IntCounter,
+    /// Time a scoring message waited for the model thread.
+    pub queue_time: Histogram,
+    /// Time spent in forward passes per scoring message.
+    pub inference_time: Histogram,
+    /// Time spent tokenizing a request.
+    pub tokenization_time: Histogram,
+}
+
+fn seconds_buckets() -> Vec<f64> {
+    // 0.5 ms … ~33 s.
+    exponential_buckets(0.0005, 2.0, 17).unwrap_or_default()
+}
+
+impl NodeMetrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "rerank_http_requests_total",
+                "HTTP requests by route and status",
+            ),
+            &["route", "status"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "rerank_http_request_duration_seconds",
+                "HTTP request wall time",
+            )
+            .buckets(seconds_buckets()),
+            &["route"],
+        )?;
+        let pairs_requested = IntCounter::new(
+            "rerank_pairs_requested_total",
+            "Query-document pairs requested",
+        )?;
+        let pairs_computed =
+            IntCounter::new("rerank_pairs_computed_total", "Pairs scored by the model")?;
+        let tokens_computed = IntCounter::new(
+            "rerank_tokens_computed_total",
+            "Tokens run through the model",
+        )?;
+        let histogram = |name: &str, help: &str| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(seconds_buckets()))
+        };
+        let queue_time = histogram("rerank_queue_seconds", "Wait for the model thread")?;
+        let inference_time =
+            histogram("rerank_inference_seconds", "Forward-pass time per message")?;
+        let tokenization_time = histogram(
+            "rerank_tokenization_seconds",
+            "Tokenization time per request",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(pairs_requested.clone()))?;
+        registry.register(Box::new(pairs_computed.clone()))?;
+        registry.register(Box::new(tokens_computed.clone()))?;
+        registry.register(Box::new(queue_time.clone()))?;
+        registry.register(Box::new(inference_time.clone()))?;
+        registry.register(Box::new(tokenization_time.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            request_duration,
+            pairs_requested,
+            pairs_computed,
+            tokens_computed,
+            queue_time,
+            inference_time,
+            tokenization_time,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

@@ -1,0 +1,22 @@
+//! What every handler shares: settings, the model and its actor, metrics.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use rerank_shared::config::NodeConfig;
+
+use crate::actors::ModelActor;
+use crate::engine::RerankBackend;
+use crate::metrics::NodeMetrics;
+
+/// Shared state of a running node, handed to handlers as `web::Data<NodeState>`.
+pub struct NodeState {
+    pub config: NodeConfig,
+    /// This node's identity in a cluster.
+    pub node_id: String,
+    /// The loaded model, for tokenization and model info; scoring goes through `model`.
+    pub backend: Arc<dyn RerankBackend>,
+    /// The actor that runs forward passes.
+    pub model: Addr<ModelActor>,
+    pub metrics: Arc<NodeMetrics>,
+}

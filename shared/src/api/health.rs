@@ -1,0 +1,69 @@
+//! `GET /health` and `GET /info` bodies. `/health` keeps the field names of the original guide,
+//! which operators already script against.
+
+use serde::{Deserialize, Serialize};
+
+/// The model block of `/health`: what is in effect, not what was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelHealth {
+    pub id: String,
+    pub architecture: String,
+    /// `cross-encoder` or `bi-encoder`.
+    pub kind: String,
+    pub device: String,
+    pub dtype: String,
+    pub quantization: String,
+}
+
+/// The micro-batcher block of `/health`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MicroBatcherHealth {
+    pub enabled: bool,
+    pub total_requests: u64,
+    pub total_batches: u64,
+    pub avg_batch_size: f64,
+    pub window_ms: f64,
+    pub max_batch_size: usize,
+    pub pending_requests: u64,
+}
+
+/// The shared-cache block of `/health`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DistributedCacheHealth {
+    pub enabled: bool,
+    pub connected: bool,
+    pub cached_entries: u64,
+    pub keyspace_hits: u64,
+    pub keyspace_misses: u64,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` when the node can score.
+    pub status: String,
+    pub node_id: String,
+    pub model: ModelHealth,
+    pub micro_batcher: MicroBatcherHealth,
+    pub distributed_cache: DistributedCacheHealth,
+}
+
+/// `GET /info`: TEI's fields plus our model details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    pub model_id: String,
+    pub model_type: String,
+    pub architecture: String,
+    pub kind: String,
+    pub dtype: String,
+    pub quantization: String,
+    pub device: String,
+    pub max_input_length: usize,
+    pub max_client_batch_size: usize,
+    pub max_batch_tokens: usize,
+    pub max_parallel_requests: usize,
+    pub num_labels: Option<usize>,
+    pub pooling: Option<String>,
+    pub version: String,
+    pub node_id: String,
+}

