@@ -265,7 +265,12 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
         &settings.encoder_dir,
         &settings.work_dir.join("minilm-l6-cross-encoder"),
     )?;
-    let tokenizer = Tokenizer::from_file(model_dir.join("tokenizer.json"))
+    let mut tokenizer = Tokenizer::from_file(model_dir.join("tokenizer.json"))
+        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+    // The file's own fixed padding (128 for all-MiniLM-L6-v2) would make every text "long".
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
     let workload = generate_workload(&tokenizer, settings.documents, settings.document_tokens)?;
     let workload_path = settings.work_dir.join("workload.json");
