@@ -5,10 +5,12 @@
 //! - [`engine`]: model loading (local directory or hub), tokenization, the candle forward pass
 //!   of BERT/XLM-RoBERTa cross-encoders and sentence-transformers bi-encoders, behind the
 //!   [`engine::RerankBackend`] trait.
-//! - [`actors`]: the actix actors; today the [`actors::ModelActor`], which owns the model on its
-//!   own thread so forward passes never block the HTTP event loop.
-//! - [`scoring`]: one request's path through tokenization and the model actor, shared by both
-//!   API shapes.
+//! - [`actors`]: the actix pipeline `NodeActor` (admission, cache, keys) → `BatcherActor`
+//!   (micro-batching, in-flight dedup) → `ModelActor` (the model on its own thread, so forward
+//!   passes never block the HTTP event loop).
+//! - [`admission`]: the running/queued request limits behind 429s.
+//! - [`cache`]: the in-process score cache.
+//! - [`scoring`]: what both API shapes share: limits, the call into the node actor, ranking.
 //! - [`api`]: the HTTP resources (TEI and Cohere shapes, health, info, metrics, OpenAPI), their
 //!   error formats and middleware.
 //! - [`metrics`]: the Prometheus registry.
@@ -17,8 +19,10 @@
 //! - [`bench`]: the engine benchmark, with PyTorch measured beside it.
 
 pub mod actors;
+pub mod admission;
 pub mod api;
 pub mod bench;
+pub mod cache;
 pub mod engine;
 pub mod metrics;
 pub mod scoring;

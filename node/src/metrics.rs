@@ -18,12 +18,28 @@ pub struct NodeMetrics {
     pub pairs_computed: IntCounter,
     /// Tokens that went through the model (without padding).
     pub tokens_computed: IntCounter,
-    /// Time a scoring message waited for the model thread.
+    /// Time a pair waited from arrival at the batcher to its forward pass.
     pub queue_time: Histogram,
     /// Time spent in forward passes per scoring message.
     pub inference_time: Histogram,
     /// Time spent tokenizing a request.
     pub tokenization_time: Histogram,
+    /// Requests refused with 429 by admission control.
+    pub requests_rejected: IntCounter,
+    /// Pairs answered from the in-process cache.
+    pub local_cache_hits: IntCounter,
+    /// Distinct pairs missing from the in-process cache.
+    pub local_cache_misses: IntCounter,
+    /// Pairs that joined an identical pair already waiting or computing.
+    pub dedup_hits: IntCounter,
+    /// Pairs dropped before computing because their clients went away.
+    pub pairs_dropped: IntCounter,
+    /// Requests per batcher flush.
+    pub batch_requests: Histogram,
+    /// Distinct pairs per batcher flush.
+    pub batch_pairs: Histogram,
+    /// Tokens per batcher flush.
+    pub batch_tokens: Histogram,
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -63,13 +79,31 @@ impl NodeMetrics {
         let histogram = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(seconds_buckets()))
         };
-        let queue_time = histogram("rerank_queue_seconds", "Wait for the model thread")?;
+        let queue_time = histogram("rerank_queue_seconds", "Wait from batcher arrival to forward pass")?;
         let inference_time =
-            histogram("rerank_inference_seconds", "Forward-pass time per message")?;
+            histogram("rerank_inference_seconds", "Forward-pass time per flush")?;
         let tokenization_time = histogram(
             "rerank_tokenization_seconds",
             "Tokenization time per request",
         )?;
+        let counter = |name: &str, help: &str| IntCounter::new(name, help);
+        let requests_rejected = counter("rerank_requests_rejected_total", "Requests refused with 429")?;
+        let local_cache_hits = counter("rerank_cache_hits_total", "Pairs answered from the local cache")?;
+        let local_cache_misses = counter("rerank_cache_misses_total", "Distinct pairs missing from the local cache")?;
+        let dedup_hits = counter("rerank_dedup_hits_total", "Pairs that joined an identical in-flight pair")?;
+        let pairs_dropped = counter("rerank_pairs_dropped_total", "Pairs dropped because their clients left")?;
+        let sized = |name: &str, help: &str, buckets: Vec<f64>| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        };
+        let batch_requests = sized("rerank_batch_requests", "Requests per batcher flush", exponential_buckets(1.0, 2.0, 10)?)?;
+        let batch_pairs = sized("rerank_batch_pairs", "Distinct pairs per batcher flush", exponential_buckets(1.0, 2.0, 14)?)?;
+        let batch_tokens = sized("rerank_batch_tokens", "Tokens per batcher flush", exponential_buckets(16.0, 2.0, 16)?)?;
+        for c in [&requests_rejected, &local_cache_hits, &local_cache_misses, &dedup_hits, &pairs_dropped] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for h in [&batch_requests, &batch_pairs, &batch_tokens] {
+            registry.register(Box::new(h.clone()))?;
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(pairs_requested.clone()))?;
@@ -88,6 +122,14 @@ impl NodeMetrics {
             queue_time,
             inference_time,
             tokenization_time,
+            requests_rejected,
+            local_cache_hits,
+            local_cache_misses,
+            dedup_hits,
+            pairs_dropped,
+            batch_requests,
+            batch_pairs,
+            batch_tokens,
         })
     }
 

@@ -1,26 +1,14 @@
-//! Scoring one request: tokenize off the event loop, then one message to the model actor.
+//! What both API shapes share: limits, the call into the node actor, ranking and headers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::web;
+use tokio_util::sync::CancellationToken;
 
-use crate::actors::ScorePairs;
+use crate::actors::{Rerank, RerankOutcome};
 use crate::api::error::{ApiError, ApiErrorKind};
 use crate::engine::TruncationOptions;
 use crate::state::NodeState;
-
-/// Raw scores of a request's pairs and where its time went.
-#[derive(Debug, Clone)]
-pub struct ScoreOutcome {
-    /// One raw score per document, in request order.
-    pub raw_scores: Vec<f32>,
-    /// Tokens of all pairs, special tokens included (what `usage.total_tokens` reports).
-    pub total_tokens: usize,
-    pub tokenization_time: Duration,
-    pub queue_time: Duration,
-    pub inference_time: Duration,
-    pub total_time: Duration,
-}
 
 /// Checks the document count against the node's limits.
 pub fn check_document_count(state: &NodeState, count: usize, field: &str) -> Result<(), ApiError> {
@@ -40,60 +28,29 @@ pub fn check_document_count(state: &NodeState, count: usize, field: &str) -> Res
     Ok(())
 }
 
-/// Scores `documents` against `query`.
+/// Scores `documents` against `query` through the node actor.
+///
+/// If the HTTP client disconnects, actix drops this future; the drop guard then cancels the
+/// request, so its queued pairs are dropped unless another request shares them.
 pub async fn score_documents(
     state: &web::Data<NodeState>,
     query: String,
     documents: Vec<String>,
-    opts: TruncationOptions,
-) -> Result<ScoreOutcome, ApiError> {
-    let started = Instant::now();
-    let backend = state.backend.clone();
-    let pairs = web::block(move || {
-        let docs: Vec<&str> = documents.iter().map(String::as_str).collect();
-        backend.encode(&query, &docs, &opts)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            ApiErrorKind::Backend,
-            format!("tokenization task failed: {e}"),
-        )
-    })??;
-    let tokenization_time = started.elapsed();
-    let total_tokens = pairs.iter().map(|p| p.token_count()).sum();
-    let pair_count = pairs.len() as u64;
-
-    let scored = state
-        .model
-        .send(ScorePairs {
-            pairs,
-            enqueued_at: Instant::now(),
+    options: TruncationOptions,
+) -> Result<RerankOutcome, ApiError> {
+    let cancel = CancellationToken::new();
+    let _cancel_on_drop = cancel.clone().drop_guard();
+    let outcome = state
+        .node
+        .send(Rerank {
+            query,
+            documents,
+            options,
+            cancel,
         })
         .await
-        .map_err(|e| {
-            ApiError::new(
-                ApiErrorKind::Unhealthy,
-                format!("model actor unavailable: {e}"),
-            )
-        })??;
-
-    let m = &state.metrics;
-    m.pairs_requested.inc_by(pair_count);
-    m.pairs_computed.inc_by(pair_count);
-    m.tokens_computed.inc_by(total_tokens as u64);
-    m.tokenization_time.observe(tokenization_time.as_secs_f64());
-    m.queue_time.observe(scored.queue_time.as_secs_f64());
-    m.inference_time
-        .observe(scored.inference_time.as_secs_f64());
-    Ok(ScoreOutcome {
-        raw_scores: scored.raw_scores,
-        total_tokens,
-        tokenization_time,
-        queue_time: scored.queue_time,
-        inference_time: scored.inference_time,
-        total_time: started.elapsed(),
-    })
+        .map_err(|e| ApiError::new(ApiErrorKind::Unhealthy, format!("node actor unavailable: {e}")))??;
+    Ok(outcome)
 }
 
 /// The logistic function, mapping a raw logit to a relevance probability.
@@ -118,7 +75,7 @@ pub fn ranking(scores: &[f32]) -> Vec<usize> {
 }
 
 /// TEI-style timing headers, in whole milliseconds.
-pub fn timing_headers(outcome: &ScoreOutcome) -> [(&'static str, String); 4] {
+pub fn timing_headers(outcome: &RerankOutcome) -> [(&'static str, String); 4] {
     let ms = |d: Duration| d.as_millis().to_string();
     [
         ("x-compute-time", ms(outcome.total_time)),

@@ -1,13 +1,16 @@
 //! Start-up: load the model, start its actor, serve HTTP.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix::SyncArbiter;
+use actix::{Actor, Addr, SyncArbiter};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 use candle_core::Device;
 use rerank_shared::config::{DeviceChoice, ModelChoice, NodeConfig, Quantization};
+use rerank_shared::pair_key::ModelFingerprint;
 
-use crate::actors::ModelActor;
+use crate::actors::{BatcherActor, BatcherSettings, BatcherStats, ModelActor, NodeActor, NodeSettings};
+use crate::cache::LocalScoreCache;
 use crate::api;
 use crate::engine::{
     CandleReranker, EngineError, LoadOptions, ModelFiles, ModelSource, RerankBackend,
@@ -39,8 +42,14 @@ pub fn select_device(choice: DeviceChoice) -> Result<Device, ServeError> {
     }
 }
 
+/// A loaded model and the fingerprint its cache keys carry.
+pub struct LoadedModel {
+    pub backend: Arc<dyn RerankBackend>,
+    pub fingerprint: ModelFingerprint,
+}
+
 /// Resolves and loads the configured model.
-pub async fn load_backend(config: &NodeConfig) -> Result<Arc<dyn RerankBackend>, ServeError> {
+pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError> {
     let source = match config.model_source() {
         ModelChoice::Path(p) => ModelSource::Local(p),
         ModelChoice::HubId(id) => ModelSource::Hub(id),
@@ -57,10 +66,66 @@ pub async fn load_backend(config: &NodeConfig) -> Result<Arc<dyn RerankBackend>,
         device: select_device(config.device)?,
         max_batch_tokens: config.max_batch_tokens,
     };
-    let backend = web::block(move || CandleReranker::load(&files, &options))
-        .await
-        .map_err(|e| ServeError::Device(format!("model loading task failed: {e}")))??;
-    Ok(Arc::new(backend))
+    let (backend, weights_hash) = web::block(move || {
+        let backend = CandleReranker::load(&files, &options)?;
+        Ok::<_, EngineError>((backend, files.weights_hash()?))
+    })
+    .await
+    .map_err(|e| ServeError::Device(format!("model loading task failed: {e}")))??;
+    let info = backend.info();
+    let fingerprint = ModelFingerprint::new(
+        &info.model_id,
+        weights_hash,
+        &info.quantization,
+        info.max_input_length,
+    );
+    Ok(LoadedModel {
+        backend: Arc::new(backend),
+        fingerprint,
+    })
+}
+
+/// Starts the model, batcher and node actors; returns the node actor's address.
+pub fn start_actors(
+    config: &NodeConfig,
+    model: &LoadedModel,
+    metrics: Arc<NodeMetrics>,
+) -> Addr<NodeActor> {
+    let model_backend = model.backend.clone();
+    let model_actor = SyncArbiter::start(1, move || ModelActor::new(model_backend.clone()));
+    let cache = LocalScoreCache::new(
+        config.local_cache_size,
+        Duration::from_secs(config.local_cache_ttl_seconds),
+    );
+    let settings = NodeSettings {
+        batcher: BatcherSettings {
+            enabled: config.micro_batch_enabled,
+            window: Duration::from_secs_f64(config.micro_batch_window_ms / 1000.0),
+            max_requests: config.micro_batch_max_size,
+            max_tokens: config.max_batch_tokens,
+        },
+        max_parallel_requests: config.max_parallel_requests,
+        max_queued_requests: config.max_queued_requests,
+    };
+    let stats = Arc::new(BatcherStats::default());
+    let batcher = BatcherActor::new(
+        settings.batcher,
+        model_actor.recipient(),
+        cache.clone(),
+        metrics.clone(),
+        stats.clone(),
+    )
+    .start();
+    NodeActor::new(
+        model.backend.clone(),
+        model.fingerprint.clone(),
+        cache,
+        batcher,
+        stats,
+        metrics,
+        settings,
+    )
+    .start()
 }
 
 fn default_node_id(port: u16) -> String {
@@ -78,8 +143,8 @@ fn default_node_id(port: u16) -> String {
 
 /// Loads the model and serves until the server is stopped (SIGINT/SIGTERM).
 pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
-    let backend = load_backend(&config).await?;
-    let info = backend.info().clone();
+    let model = load_backend(&config).await?;
+    let info = model.backend.info().clone();
     tracing::info!(
         model = %info.model_id,
         architecture = %info.architecture,
@@ -88,17 +153,17 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
         max_input_length = info.max_input_length,
         "model loaded"
     );
-    let model_backend = backend.clone();
-    let model = SyncArbiter::start(1, move || ModelActor::new(model_backend.clone()));
+    let metrics = Arc::new(NodeMetrics::new()?);
+    let node = start_actors(&config, &model, metrics.clone());
     let node_id = config
         .node_id
         .clone()
         .unwrap_or_else(|| default_node_id(config.port));
     let state = web::Data::new(NodeState {
         node_id,
-        backend,
-        model,
-        metrics: Arc::new(NodeMetrics::new()?),
+        backend: model.backend.clone(),
+        node,
+        metrics,
         config: config.clone(),
     });
     let payload_limit = config.payload_limit;

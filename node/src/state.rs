@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix::Addr;
 use rerank_shared::config::NodeConfig;
 
-use crate::actors::ModelActor;
+use crate::actors::NodeActor;
 use crate::engine::RerankBackend;
 use crate::metrics::NodeMetrics;
 
@@ -14,9 +14,9 @@ pub struct NodeState {
     pub config: NodeConfig,
     /// This node's identity in a cluster.
     pub node_id: String,
-    /// The loaded model, for tokenization and model info; scoring goes through `model`.
+    /// The loaded model, for its description; scoring goes through `node`.
     pub backend: Arc<dyn RerankBackend>,
-    /// The actor that runs forward passes.
-    pub model: Addr<ModelActor>,
+    /// The actor every scoring request goes through.
+    pub node: Addr<NodeActor>,
     pub metrics: Arc<NodeMetrics>,
 }

@@ -58,6 +58,12 @@ pub struct NodeConfig {
     pub enable_mixed_precision: bool,
     /// Requests admitted at once per node.
     pub max_parallel_requests: usize,
+    /// Requests waiting for admission beyond which a node answers 429.
+    pub max_queued_requests: usize,
+    /// Entries of the in-process score cache (0 disables it).
+    pub local_cache_size: u64,
+    /// Lifetime of an in-process cache entry, in seconds.
+    pub local_cache_ttl_seconds: u64,
     pub micro_batch_enabled: bool,
     pub micro_batch_window_ms: f64,
     pub micro_batch_max_size: usize,
@@ -91,6 +97,9 @@ impl Default for NodeConfig {
             quantization: Quantization::None,
             enable_mixed_precision: false,
             max_parallel_requests: 8,
+            max_queued_requests: 64,
+            local_cache_size: 100_000,
+            local_cache_ttl_seconds: 3600,
             micro_batch_enabled: false,
             micro_batch_window_ms: 10.0,
             micro_batch_max_size: 32,
@@ -130,6 +139,9 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "QUANTIZATION",
     "ENABLE_MIXED_PRECISION",
     "MAX_PARALLEL_REQUESTS",
+    "MAX_QUEUED_REQUESTS",
+    "LOCAL_CACHE_SIZE",
+    "LOCAL_CACHE_TTL_SECONDS",
     "MICRO_BATCH_ENABLED",
     "MICRO_BATCH_WINDOW_MS",
     "MICRO_BATCH_MAX_SIZE",

@@ -8,6 +8,9 @@
 //!   The coordinator forwards these unchanged, so both sides must agree on them exactly.
 //! - [`config`]: node settings, layered defaults → TOML file → the environment names of the
 //!   original guide (`PORT`, `REDIS_ENABLED`, …), validated at start-up.
+//! - [`pair_key`]: cache keys of (model configuration, query, document, truncation) pairs,
+//!   identical on every node so that nodes can share results.
 
 pub mod api;
 pub mod config;
+pub mod pair_key;

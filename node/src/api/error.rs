@@ -10,7 +10,19 @@ use actix_web::{HttpResponse, ResponseError};
 use rerank_shared::api::cohere::CohereError;
 use rerank_shared::api::tei::{ErrorResponse, ErrorType};
 
+use crate::actors::RerankError;
 use crate::engine::EngineError;
+
+/// Seconds a client is asked to wait after a 429.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+fn error_builder(error: &ApiError) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::build(error.kind.status());
+    if error.kind == ApiErrorKind::Overloaded {
+        builder.insert_header(("retry-after", RETRY_AFTER_SECONDS));
+    }
+    builder
+}
 
 /// What went wrong, independent of the wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +45,8 @@ pub enum ApiErrorKind {
     Backend,
     /// The node cannot serve.
     Unhealthy,
+    /// The client went away before its answer was ready (nobody reads this response).
+    ClientClosed,
 }
 
 impl ApiErrorKind {
@@ -45,6 +59,8 @@ impl ApiErrorKind {
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Backend => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+            // nginx's "client closed request"; a valid status code, so this cannot fail.
+            Self::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -54,6 +70,7 @@ impl ApiErrorKind {
                 ErrorType::Validation
             }
             Self::Empty => ErrorType::Empty,
+            Self::ClientClosed => ErrorType::Validation,
             Self::Tokenizer => ErrorType::Tokenizer,
             Self::Overloaded => ErrorType::Overloaded,
             Self::Backend => ErrorType::Backend,
@@ -88,6 +105,19 @@ impl From<EngineError> for ApiError {
             _ => ApiErrorKind::Backend,
         };
         Self::new(kind, e.to_string())
+    }
+}
+
+impl From<RerankError> for ApiError {
+    fn from(e: RerankError) -> Self {
+        match e {
+            RerankError::Engine(engine) => engine.into(),
+            RerankError::Overloaded(o) => Self::new(ApiErrorKind::Overloaded, o.to_string()),
+            RerankError::Cancelled => Self::new(ApiErrorKind::ClientClosed, e.to_string()),
+            RerankError::Compute(_) | RerankError::Internal(_) => {
+                Self::new(ApiErrorKind::Backend, e.to_string())
+            }
+        }
     }
 }
 
@@ -129,7 +159,7 @@ impl ResponseError for TeiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorResponse {
+        error_builder(&self.0).json(ErrorResponse {
             error: self.0.message.clone(),
             error_type: self.0.kind.tei_type(),
         })
@@ -147,7 +177,7 @@ impl ResponseError for CohereApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(CohereError {
+        error_builder(&self.0).json(CohereError {
             message: self.0.message.clone(),
         })
     }

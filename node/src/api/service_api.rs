@@ -1,10 +1,9 @@
 //! Service endpoints: `GET /health`, `GET /info`, `GET /metrics`, `GET /openapi.json`.
 
 use actix_web::{web, HttpResponse};
-use rerank_shared::api::health::{
-    DistributedCacheHealth, Health, Info, MicroBatcherHealth, ModelHealth,
-};
+use rerank_shared::api::health::{DistributedCacheHealth, Health, Info, ModelHealth};
 
+use crate::actors::GetBatcherHealth;
 use crate::engine::ModelKind;
 use crate::state::NodeState;
 
@@ -15,11 +14,17 @@ fn kind_name(kind: ModelKind) -> &'static str {
     }
 }
 
-/// `GET /health`: the guide's fields. The micro-batcher and shared cache report their settings
-/// (both disabled until those components are switched on).
+/// `GET /health`: the guide's fields. The shared cache reports `enabled: false` until the Redis
+/// tier exists.
 pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
     let info = state.backend.info();
-    let cfg = &state.config;
+    let micro_batcher = match state.node.send(GetBatcherHealth).await {
+        Ok(h) => h,
+        Err(e) => {
+            return HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"status": "unavailable", "error": e.to_string()}))
+        }
+    };
     HttpResponse::Ok().json(Health {
         status: "ok".into(),
         node_id: state.node_id.clone(),
@@ -31,12 +36,7 @@ pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
             dtype: info.dtype.clone(),
             quantization: info.quantization.clone(),
         },
-        micro_batcher: MicroBatcherHealth {
-            enabled: false,
-            window_ms: cfg.micro_batch_window_ms,
-            max_batch_size: cfg.micro_batch_max_size,
-            ..MicroBatcherHealth::default()
-        },
+        micro_batcher,
         distributed_cache: DistributedCacheHealth::default(),
     })
 }

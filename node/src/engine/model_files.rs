@@ -39,6 +39,29 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
+    /// xxh3-128 of the weight files' bytes: part of the model fingerprint in cache keys, so
+    /// nodes share scores exactly when they load the same weights.
+    pub fn weights_hash(&self) -> Result<u128, EngineError> {
+        use std::io::Read;
+        let paths: Vec<&PathBuf> = match &self.weights {
+            WeightFiles::Safetensors(paths) => paths.iter().collect(),
+            WeightFiles::Pytorch(path) => vec![path],
+        };
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        for path in paths {
+            let mut file = std::fs::File::open(path)?;
+            loop {
+                let n = file.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+            }
+        }
+        Ok(hasher.digest128())
+    }
+
     /// Resolves `source` to local files, downloading from the hub when needed.
     pub async fn resolve(source: &ModelSource) -> Result<Self, EngineError> {
         match source {
