@@ -66,7 +66,10 @@ impl Admission {
         // The semaphore is never closed, so acquiring only fails if that invariant breaks.
         permit
             .map(|p| AdmissionPermit { _permit: p })
-            .map_err(|_| Overloaded { running: self.max_running, queued })
+            .map_err(|_| Overloaded {
+                running: self.max_running,
+                queued,
+            })
     }
 
     /// Requests running now.
@@ -97,9 +100,18 @@ mod tests {
         while admission.queued_count() == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(admission.admit().await.err(), Some(Overloaded { running: 2, queued: 1 }));
+        assert_eq!(
+            admission.admit().await.err(),
+            Some(Overloaded {
+                running: 2,
+                queued: 1
+            })
+        );
         drop(a);
-        waiting.await.expect("joined").expect("queued request admitted");
+        waiting
+            .await
+            .expect("joined")
+            .expect("queued request admitted");
         assert_eq!(admission.queued_count(), 0);
     }
 }

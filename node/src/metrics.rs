@@ -79,26 +79,61 @@ impl NodeMetrics {
         let histogram = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(seconds_buckets()))
         };
-        let queue_time = histogram("rerank_queue_seconds", "Wait from batcher arrival to forward pass")?;
-        let inference_time =
-            histogram("rerank_inference_seconds", "Forward-pass time per flush")?;
+        let queue_time = histogram(
+            "rerank_queue_seconds",
+            "Wait from batcher arrival to forward pass",
+        )?;
+        let inference_time = histogram("rerank_inference_seconds", "Forward-pass time per flush")?;
         let tokenization_time = histogram(
             "rerank_tokenization_seconds",
             "Tokenization time per request",
         )?;
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
-        let requests_rejected = counter("rerank_requests_rejected_total", "Requests refused with 429")?;
-        let local_cache_hits = counter("rerank_cache_hits_total", "Pairs answered from the local cache")?;
-        let local_cache_misses = counter("rerank_cache_misses_total", "Distinct pairs missing from the local cache")?;
-        let dedup_hits = counter("rerank_dedup_hits_total", "Pairs that joined an identical in-flight pair")?;
-        let pairs_dropped = counter("rerank_pairs_dropped_total", "Pairs dropped because their clients left")?;
+        let requests_rejected = counter(
+            "rerank_requests_rejected_total",
+            "Requests refused with 429",
+        )?;
+        let local_cache_hits = counter(
+            "rerank_cache_hits_total",
+            "Pairs answered from the local cache",
+        )?;
+        let local_cache_misses = counter(
+            "rerank_cache_misses_total",
+            "Distinct pairs missing from the local cache",
+        )?;
+        let dedup_hits = counter(
+            "rerank_dedup_hits_total",
+            "Pairs that joined an identical in-flight pair",
+        )?;
+        let pairs_dropped = counter(
+            "rerank_pairs_dropped_total",
+            "Pairs dropped because their clients left",
+        )?;
         let sized = |name: &str, help: &str, buckets: Vec<f64>| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         };
-        let batch_requests = sized("rerank_batch_requests", "Requests per batcher flush", exponential_buckets(1.0, 2.0, 10)?)?;
-        let batch_pairs = sized("rerank_batch_pairs", "Distinct pairs per batcher flush", exponential_buckets(1.0, 2.0, 14)?)?;
-        let batch_tokens = sized("rerank_batch_tokens", "Tokens per batcher flush", exponential_buckets(16.0, 2.0, 16)?)?;
-        for c in [&requests_rejected, &local_cache_hits, &local_cache_misses, &dedup_hits, &pairs_dropped] {
+        let batch_requests = sized(
+            "rerank_batch_requests",
+            "Requests per batcher flush",
+            exponential_buckets(1.0, 2.0, 10)?,
+        )?;
+        let batch_pairs = sized(
+            "rerank_batch_pairs",
+            "Distinct pairs per batcher flush",
+            exponential_buckets(1.0, 2.0, 14)?,
+        )?;
+        let batch_tokens = sized(
+            "rerank_batch_tokens",
+            "Tokens per batcher flush",
+            exponential_buckets(16.0, 2.0, 16)?,
+        )?;
+        for c in [
+            &requests_rejected,
+            &local_cache_hits,
+            &local_cache_misses,
+            &dedup_hits,
+            &pairs_dropped,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         for h in [&batch_requests, &batch_pairs, &batch_tokens] {

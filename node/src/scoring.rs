@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use actix_web::web;
+use actix_web::{web, HttpRequest};
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::{Rerank, RerankOutcome};
+use crate::api::disconnect::ClientSocket;
 use crate::api::error::{ApiError, ApiErrorKind};
 use crate::engine::TruncationOptions;
 use crate::state::NodeState;
@@ -30,9 +31,10 @@ pub fn check_document_count(state: &NodeState, count: usize, field: &str) -> Res
 
 /// Scores `documents` against `query` through the node actor.
 ///
-/// If the HTTP client disconnects, actix drops this future; the drop guard then cancels the
-/// request, so its queued pairs are dropped unless another request shares them.
+/// The request is cancelled — its queued pairs dropped unless another request shares them —
+/// when the client's socket closes, or when actix drops this future.
 pub async fn score_documents(
+    http: &HttpRequest,
     state: &web::Data<NodeState>,
     query: String,
     documents: Vec<String>,
@@ -40,17 +42,28 @@ pub async fn score_documents(
 ) -> Result<RerankOutcome, ApiError> {
     let cancel = CancellationToken::new();
     let _cancel_on_drop = cancel.clone().drop_guard();
-    let outcome = state
-        .node
-        .send(Rerank {
-            query,
-            documents,
-            options,
-            cancel,
-        })
-        .await
-        .map_err(|e| ApiError::new(ApiErrorKind::Unhealthy, format!("node actor unavailable: {e}")))??;
-    Ok(outcome)
+    let client = http.conn_data::<ClientSocket>().cloned();
+    let client_gone = async {
+        match &client {
+            Some(socket) => socket.closed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let request = state.node.send(Rerank {
+        query,
+        documents,
+        options,
+        cancel: cancel.clone(),
+    });
+    tokio::select! {
+        outcome = request => Ok(outcome.map_err(|e| {
+            ApiError::new(ApiErrorKind::Unhealthy, format!("node actor unavailable: {e}"))
+        })??),
+        () = client_gone => {
+            cancel.cancel();
+            Err(ApiError::new(ApiErrorKind::ClientClosed, "the client went away"))
+        }
+    }
 }
 
 /// The logistic function, mapping a raw logit to a relevance probability.

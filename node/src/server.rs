@@ -9,9 +9,11 @@ use candle_core::Device;
 use rerank_shared::config::{DeviceChoice, ModelChoice, NodeConfig, Quantization};
 use rerank_shared::pair_key::ModelFingerprint;
 
-use crate::actors::{BatcherActor, BatcherSettings, BatcherStats, ModelActor, NodeActor, NodeSettings};
-use crate::cache::LocalScoreCache;
+use crate::actors::{
+    BatcherActor, BatcherSettings, BatcherStats, ModelActor, NodeActor, NodeSettings,
+};
 use crate::api;
+use crate::cache::LocalScoreCache;
 use crate::engine::{
     CandleReranker, EngineError, LoadOptions, ModelFiles, ModelSource, RerankBackend,
 };
@@ -174,6 +176,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
             .wrap(from_fn(api::middleware::request_id))
             .configure(|cfg| api::configure(cfg, payload_limit))
     })
+    .on_connect(api::disconnect::remember_socket)
     .bind((config.host.as_str(), config.port))?;
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");

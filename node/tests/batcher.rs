@@ -51,7 +51,10 @@ fn first_id(pair: &EncodedPair) -> u32 {
 fn pair(id: u32, tokens: usize) -> (PairKey, EncodedPair) {
     (
         PairKey(u128::from(id)),
-        EncodedPair::Cross(TokenIds { ids: vec![id; tokens], type_ids: vec![0; tokens] }),
+        EncodedPair::Cross(TokenIds {
+            ids: vec![id; tokens],
+            type_ids: vec![0; tokens],
+        }),
     )
 }
 
@@ -62,26 +65,65 @@ struct Harness {
     cache: LocalScoreCache,
 }
 
-fn settings(enabled: bool, window_ms: u64, max_requests: usize, max_tokens: usize) -> BatcherSettings {
-    BatcherSettings { enabled, window: Duration::from_millis(window_ms), max_requests, max_tokens }
+fn settings(
+    enabled: bool,
+    window_ms: u64,
+    max_requests: usize,
+    max_tokens: usize,
+) -> BatcherSettings {
+    BatcherSettings {
+        enabled,
+        window: Duration::from_millis(window_ms),
+        max_requests,
+        max_tokens,
+    }
 }
 
 impl Harness {
     fn start(settings: BatcherSettings) -> Self {
         let batches = Arc::new(Mutex::new(Vec::new()));
-        let model = RecordingModel { batches: batches.clone() }.start();
+        let model = RecordingModel {
+            batches: batches.clone(),
+        }
+        .start();
         let metrics = Arc::new(NodeMetrics::new().expect("metrics"));
         let cache = LocalScoreCache::new(1000, Duration::from_secs(60));
-        let batcher = BatcherActor::new(settings, model.recipient(), cache.clone(), metrics.clone(), Arc::new(BatcherStats::default())).start();
-        Self { batcher, batches, metrics, cache }
+        let batcher = BatcherActor::new(
+            settings,
+            model.recipient(),
+            cache.clone(),
+            metrics.clone(),
+            Arc::new(BatcherStats::default()),
+        )
+        .start();
+        Self {
+            batcher,
+            batches,
+            metrics,
+            cache,
+        }
     }
 
-    async fn enqueue(&self, items: Vec<(PairKey, EncodedPair)>, cancel: &CancellationToken) -> Vec<oneshot::Receiver<PairOutcome>> {
-        self.batcher.send(Enqueue { items, cancel: cancel.clone() }).await.expect("batcher alive")
+    async fn enqueue(
+        &self,
+        items: Vec<(PairKey, EncodedPair)>,
+        cancel: &CancellationToken,
+    ) -> Vec<oneshot::Receiver<PairOutcome>> {
+        self.batcher
+            .send(Enqueue {
+                items,
+                cancel: cancel.clone(),
+            })
+            .await
+            .expect("batcher alive")
     }
 
     async fn request(&self, ids: &[u32], tokens: usize) -> Vec<oneshot::Receiver<PairOutcome>> {
-        self.enqueue(ids.iter().map(|&i| pair(i, tokens)).collect(), &CancellationToken::new()).await
+        self.enqueue(
+            ids.iter().map(|&i| pair(i, tokens)).collect(),
+            &CancellationToken::new(),
+        )
+        .await
     }
 
     fn batches(&self) -> Vec<Vec<u32>> {
@@ -103,7 +145,11 @@ async fn a_lone_request_is_flushed_at_once() {
     let h = Harness::start(settings(true, 50, 32, 10_000));
     let t0 = Instant::now();
     assert_eq!(scores(h.request(&[7], 4).await).await, vec![7.0]);
-    assert_eq!(t0.elapsed(), Duration::ZERO, "no window wait under low load");
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "no window wait under low load"
+    );
 }
 
 #[actix_web::test]
@@ -120,7 +166,10 @@ async fn concurrent_requests_wait_one_window_and_share_a_batch() {
     assert_eq!(scores(r3).await, vec![3.0]);
     // The timer wheel rounds deadlines up to the next millisecond tick.
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(50) && waited <= Duration::from_millis(51), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(50) && waited <= Duration::from_millis(51),
+        "{waited:?}"
+    );
     assert_eq!(h.batches(), vec![vec![1], vec![2, 3]]);
 }
 
@@ -130,7 +179,11 @@ async fn reaching_the_size_flushes_without_waiting() {
     let h = Harness::start(settings(true, 10_000, 3, 10_000));
     scores(h.request(&[1], 4).await).await;
     let t0 = Instant::now();
-    let rs = [h.request(&[2], 4).await, h.request(&[3], 4).await, h.request(&[4], 4).await];
+    let rs = [
+        h.request(&[2], 4).await,
+        h.request(&[3], 4).await,
+        h.request(&[4], 4).await,
+    ];
     for (r, want) in rs.into_iter().zip([2.0, 3.0, 4.0]) {
         assert_eq!(scores(r).await, vec![want]);
     }
@@ -202,7 +255,11 @@ async fn pairs_of_departed_clients_are_dropped_unless_shared() {
     gone_alone.cancel();
     gone_shared.cancel();
     assert_eq!(scores(r3).await, vec![2.0]);
-    assert_eq!(h.batches(), vec![vec![9], vec![2]], "pair 1 had no waiter left");
+    assert_eq!(
+        h.batches(),
+        vec![vec![9], vec![2]],
+        "pair 1 had no waiter left"
+    );
     assert_eq!(h.metrics.pairs_dropped.get(), 1);
 }
 
@@ -210,7 +267,11 @@ async fn pairs_of_departed_clients_are_dropped_unless_shared() {
 async fn with_batching_off_each_request_is_its_own_pass() {
     tokio::time::pause();
     let h = Harness::start(settings(false, 50, 32, 10_000));
-    let rs = [h.request(&[1], 4).await, h.request(&[2], 4).await, h.request(&[3, 4], 4).await];
+    let rs = [
+        h.request(&[1], 4).await,
+        h.request(&[2], 4).await,
+        h.request(&[3, 4], 4).await,
+    ];
     for r in rs {
         scores(r).await;
     }

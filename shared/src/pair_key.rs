@@ -79,7 +79,11 @@ mod tests {
     use super::*;
 
     fn t() -> TruncationKey {
-        TruncationKey { truncate: true, direction: TruncationDirection::Right, max_tokens_per_doc: None }
+        TruncationKey {
+            truncate: true,
+            direction: TruncationDirection::Right,
+            max_tokens_per_doc: None,
+        }
     }
 
     #[test]
@@ -88,18 +92,60 @@ mod tests {
         let k = PairKey::new(&m, "q", "d", &t());
         // A fixed value: a change here would orphan every shared cache entry.
         assert_eq!(m.as_str().len(), 32);
-        assert_eq!(k, PairKey::new(&ModelFingerprint::new("m", 42, "none", 512), "q", "d", &t()));
+        assert_eq!(
+            k,
+            PairKey::new(&ModelFingerprint::new("m", 42, "none", 512), "q", "d", &t())
+        );
     }
 
     #[test]
     fn every_component_changes_the_key() {
         let m = ModelFingerprint::new("m", 42, "none", 512);
         let base = PairKey::new(&m, "q", "d", &t());
-        assert_ne!(base, PairKey::new(&ModelFingerprint::new("m", 42, "int8", 512), "q", "d", &t()));
-        assert_ne!(base, PairKey::new(&ModelFingerprint::new("m", 43, "none", 512), "q", "d", &t()));
+        assert_ne!(
+            base,
+            PairKey::new(&ModelFingerprint::new("m", 42, "int8", 512), "q", "d", &t())
+        );
+        assert_ne!(
+            base,
+            PairKey::new(&ModelFingerprint::new("m", 43, "none", 512), "q", "d", &t())
+        );
         assert_ne!(base, PairKey::new(&m, "qd", "", &t()));
-        assert_ne!(base, PairKey::new(&m, "q", "d", &TruncationKey { truncate: false, ..t() }));
-        assert_ne!(base, PairKey::new(&m, "q", "d", &TruncationKey { direction: TruncationDirection::Left, ..t() }));
-        assert_ne!(base, PairKey::new(&m, "q", "d", &TruncationKey { max_tokens_per_doc: Some(5), ..t() }));
+        assert_ne!(
+            base,
+            PairKey::new(
+                &m,
+                "q",
+                "d",
+                &TruncationKey {
+                    truncate: false,
+                    ..t()
+                }
+            )
+        );
+        assert_ne!(
+            base,
+            PairKey::new(
+                &m,
+                "q",
+                "d",
+                &TruncationKey {
+                    direction: TruncationDirection::Left,
+                    ..t()
+                }
+            )
+        );
+        assert_ne!(
+            base,
+            PairKey::new(
+                &m,
+                "q",
+                "d",
+                &TruncationKey {
+                    max_tokens_per_doc: Some(5),
+                    ..t()
+                }
+            )
+        );
     }
 }

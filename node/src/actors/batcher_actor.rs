@@ -187,7 +187,10 @@ impl BatcherActor {
         if self.should_flush_now(lone) {
             self.flush(ctx);
         } else if self.timer.is_none() {
-            let waited = self.queue.front().map_or(Duration::ZERO, |r| r.arrived.elapsed());
+            let waited = self
+                .queue
+                .front()
+                .map_or(Duration::ZERO, |r| r.arrived.elapsed());
             let wait = self.settings.window.saturating_sub(waited);
             self.timer = Some(ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
@@ -201,7 +204,11 @@ impl BatcherActor {
         let mut taken = Vec::new();
         let mut tokens = 0;
         while let Some(next) = self.queue.front() {
-            let limit = if self.settings.enabled { self.settings.max_requests } else { 1 };
+            let limit = if self.settings.enabled {
+                self.settings.max_requests
+            } else {
+                1
+            };
             let over_budget = !taken.is_empty() && tokens + next.tokens > self.settings.max_tokens;
             if taken.len() >= limit || over_budget {
                 break;
@@ -228,7 +235,9 @@ impl BatcherActor {
             let mut keys = Vec::new();
             let mut pairs = Vec::new();
             for key in requests.iter().flat_map(|r| r.keys.iter()) {
-                let Some(entry) = self.entries.get_mut(key) else { continue };
+                let Some(entry) = self.entries.get_mut(key) else {
+                    continue;
+                };
                 entry.waiters.retain(|w| !w.is_gone());
                 if entry.waiters.is_empty() {
                     self.entries.remove(key);
@@ -276,16 +285,26 @@ impl BatcherActor {
         }
     }
 
-    fn finish(&mut self, keys: Vec<PairKey>, started: Instant, outcome: Result<ScoredPairs, ComputeError>) {
+    fn finish(
+        &mut self,
+        keys: Vec<PairKey>,
+        started: Instant,
+        outcome: Result<ScoredPairs, ComputeError>,
+    ) {
         match outcome {
             Ok(scored) => {
                 self.metrics.pairs_computed.inc_by(keys.len() as u64);
-                self.metrics.inference_time.observe(scored.inference_time.as_secs_f64());
-                for ((key, raw), tokens) in keys.iter().zip(&scored.raw_scores).zip(&scored.tokens) {
+                self.metrics
+                    .inference_time
+                    .observe(scored.inference_time.as_secs_f64());
+                for ((key, raw), tokens) in keys.iter().zip(&scored.raw_scores).zip(&scored.tokens)
+                {
                     let tokens = u32::try_from(*tokens).unwrap_or(u32::MAX);
                     // Cache before releasing the key, so no request can miss both.
                     self.cache.insert(*key, CachedScore { raw: *raw, tokens });
-                    let Some(entry) = self.entries.remove(key) else { continue };
+                    let Some(entry) = self.entries.remove(key) else {
+                        continue;
+                    };
                     for w in entry.waiters {
                         let queue_time = started.duration_since(w.arrived) + scored.queue_time;
                         self.metrics.queue_time.observe(queue_time.as_secs_f64());
@@ -300,7 +319,9 @@ impl BatcherActor {
             }
             Err(e) => {
                 for key in &keys {
-                    let Some(entry) = self.entries.remove(key) else { continue };
+                    let Some(entry) = self.entries.remove(key) else {
+                        continue;
+                    };
                     for w in entry.waiters {
                         let _ = w.tx.send(Err(e.clone()));
                     }
@@ -325,7 +346,11 @@ impl Handler<Enqueue> for BatcherActor {
         for (key, pair) in msg.items {
             let (tx, rx) = oneshot::channel();
             receivers.push(rx);
-            let waiter = Waiter { tx, cancel: msg.cancel.clone(), arrived: now };
+            let waiter = Waiter {
+                tx,
+                cancel: msg.cancel.clone(),
+                arrived: now,
+            };
             match self.entries.get_mut(&key) {
                 Some(entry) => {
                     entry.waiters.push(waiter);
@@ -333,14 +358,24 @@ impl Handler<Enqueue> for BatcherActor {
                 }
                 None => {
                     tokens += pair.token_count();
-                    self.entries.insert(key, Entry { pair: Some(pair), waiters: vec![waiter] });
+                    self.entries.insert(
+                        key,
+                        Entry {
+                            pair: Some(pair),
+                            waiters: vec![waiter],
+                        },
+                    );
                     new_keys.push(key);
                 }
             }
         }
         self.stats.total_requests.fetch_add(1, Ordering::Relaxed);
         if !new_keys.is_empty() {
-            self.queue.push_back(QueuedRequest { keys: new_keys, tokens, arrived: now });
+            self.queue.push_back(QueuedRequest {
+                keys: new_keys,
+                tokens,
+                arrived: now,
+            });
             self.pending_tokens += tokens;
         }
         self.stats

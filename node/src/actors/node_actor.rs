@@ -109,9 +109,17 @@ impl NodeActor {
         metrics: Arc<NodeMetrics>,
         settings: NodeSettings,
     ) -> Self {
-        let admission = Admission::new(settings.max_parallel_requests, settings.max_queued_requests);
+        let admission =
+            Admission::new(settings.max_parallel_requests, settings.max_queued_requests);
         Self {
-            pipeline: Arc::new(Pipeline { backend, fingerprint, cache, batcher, admission, metrics }),
+            pipeline: Arc::new(Pipeline {
+                backend,
+                fingerprint,
+                cache,
+                batcher,
+                admission,
+                metrics,
+            }),
             settings,
             batcher_stats,
         }
@@ -212,12 +220,17 @@ impl Pipeline {
             .await
             .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
             tokenization_time = tokenize_started.elapsed();
-            self.metrics.tokenization_time.observe(tokenization_time.as_secs_f64());
+            self.metrics
+                .tokenization_time
+                .observe(tokenization_time.as_secs_f64());
 
             let items = missing.iter().map(|&i| keys[i]).zip(pairs).collect();
             let receivers = self
                 .batcher
-                .send(Enqueue { items, cancel: msg.cancel.clone() })
+                .send(Enqueue {
+                    items,
+                    cancel: msg.cancel.clone(),
+                })
                 .await
                 .map_err(|e| RerankError::Internal(format!("batcher unavailable: {e}")))?;
             for (&i, received) in missing.iter().zip(join_all(receivers).await) {

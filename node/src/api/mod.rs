@@ -5,8 +5,10 @@
 //! - [`service_api`]: `/health`, `/info`, `/metrics`, `/openapi.json`.
 //! - [`error`]: error kinds → status codes, and the two error body formats.
 //! - [`middleware`]: request ids and HTTP metrics.
+//! - [`disconnect`]: noticing clients that went away, so their queued pairs can be dropped.
 
 pub mod cohere_api;
+pub mod disconnect;
 pub mod error;
 pub mod middleware;
 pub mod openapi;

@@ -1,6 +1,6 @@
 //! `POST /rerank` in text-embeddings-inference's shape.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use rerank_shared::api::tei::{Rank, RerankRequest};
 
 use super::error::TeiError;
@@ -13,6 +13,7 @@ use crate::state::NodeState;
 /// Scores are the sigmoid of the logit unless `raw_scores`; a bi-encoder's score is its cosine
 /// similarity either way.
 pub async fn rerank(
+    http: HttpRequest,
     state: web::Data<NodeState>,
     body: web::Json<RerankRequest>,
 ) -> Result<HttpResponse, TeiError> {
@@ -24,7 +25,7 @@ pub async fn rerank(
         max_tokens_per_doc: None,
     };
     let texts = req.return_text.then(|| req.texts.clone());
-    let outcome = score_documents(&state, req.query, req.texts, opts).await?;
+    let outcome = score_documents(&http, &state, req.query, req.texts, opts).await?;
     let normalize = !req.raw_scores && state.backend.info().kind == ModelKind::CrossEncoder;
     let scores: Vec<f32> = outcome
         .raw_scores

@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn stores_and_bounds_entries() {
         let cache = LocalScoreCache::new(10, Duration::from_secs(60));
-        let v = CachedScore { raw: 1.5, tokens: 12 };
+        let v = CachedScore {
+            raw: 1.5,
+            tokens: 12,
+        };
         cache.insert(PairKey(1), v);
         assert_eq!(cache.get(&PairKey(1)), Some(v));
         assert_eq!(cache.get(&PairKey(2)), None);
@@ -72,14 +75,26 @@ mod tests {
     #[test]
     fn size_zero_disables_the_cache() {
         let cache = LocalScoreCache::new(0, Duration::from_secs(60));
-        cache.insert(PairKey(1), CachedScore { raw: 1.0, tokens: 1 });
+        cache.insert(
+            PairKey(1),
+            CachedScore {
+                raw: 1.0,
+                tokens: 1,
+            },
+        );
         assert_eq!(cache.get(&PairKey(1)), None);
     }
 
     #[test]
     fn entries_expire_after_the_ttl() {
         let cache = LocalScoreCache::new(10, Duration::from_millis(50));
-        cache.insert(PairKey(1), CachedScore { raw: 1.0, tokens: 1 });
+        cache.insert(
+            PairKey(1),
+            CachedScore {
+                raw: 1.0,
+                tokens: 1,
+            },
+        );
         std::thread::sleep(Duration::from_millis(120));
         assert_eq!(cache.get(&PairKey(1)), None);
     }
