@@ -40,6 +40,18 @@ pub struct NodeMetrics {
     pub batch_pairs: Histogram,
     /// Tokens per batcher flush.
     pub batch_tokens: Histogram,
+    /// Pairs found in Redis.
+    pub redis_hits: IntCounter,
+    /// Pairs looked up in Redis and not found.
+    pub redis_misses: IntCounter,
+    /// Failed or timed-out Redis calls.
+    pub redis_errors: IntCounter,
+    /// Pair locks this node won (it computes those pairs for the cluster).
+    pub lock_wins: IntCounter,
+    /// Pairs whose lock another node held (this node waited for them).
+    pub lock_waits: IntCounter,
+    /// Waits for other nodes' pairs, by how they ended: publish, poll, expiry.
+    pub dedup_waits: IntCounterVec,
 }
 
 fn seconds_buckets() -> Vec<f64> {
@@ -136,6 +148,40 @@ impl NodeMetrics {
         ] {
             registry.register(Box::new(c.clone()))?;
         }
+        let redis_hits = counter("rerank_redis_hits_total", "Pairs found in Redis")?;
+        let redis_misses = counter(
+            "rerank_redis_misses_total",
+            "Pairs looked up in Redis and not found",
+        )?;
+        let redis_errors = counter(
+            "rerank_redis_errors_total",
+            "Failed or timed-out Redis calls",
+        )?;
+        let lock_wins = counter(
+            "rerank_lock_wins_total",
+            "Pair locks won (computed here for the cluster)",
+        )?;
+        let lock_waits = counter(
+            "rerank_lock_waits_total",
+            "Pairs whose lock another node held",
+        )?;
+        let dedup_waits = IntCounterVec::new(
+            Opts::new(
+                "rerank_dedup_waits_total",
+                "Waits for pairs computed by other nodes, by how they ended",
+            ),
+            &["ended"],
+        )?;
+        registry.register(Box::new(dedup_waits.clone()))?;
+        for c in [
+            &redis_hits,
+            &redis_misses,
+            &redis_errors,
+            &lock_wins,
+            &lock_waits,
+        ] {
+            registry.register(Box::new(c.clone()))?;
+        }
         for h in [&batch_requests, &batch_pairs, &batch_tokens] {
             registry.register(Box::new(h.clone()))?;
         }
@@ -165,6 +211,12 @@ impl NodeMetrics {
             batch_requests,
             batch_pairs,
             batch_tokens,
+            redis_hits,
+            redis_misses,
+            redis_errors,
+            lock_wins,
+            lock_waits,
+            dedup_waits,
         })
     }
 

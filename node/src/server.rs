@@ -10,10 +10,10 @@ use rerank_shared::config::{DeviceChoice, ModelChoice, NodeConfig, Quantization}
 use rerank_shared::pair_key::ModelFingerprint;
 
 use crate::actors::{
-    BatcherActor, BatcherSettings, BatcherStats, ModelActor, NodeActor, NodeSettings,
+    BatcherActor, BatcherSettings, BatcherStats, ModelActor, NodeActor, NodeParts, NodeSettings,
 };
 use crate::api;
-use crate::cache::LocalScoreCache;
+use crate::cache::{LocalScoreCache, SharedCacheSettings, SharedScoreCache};
 use crate::engine::{
     CandleReranker, EngineError, LoadOptions, ModelFiles, ModelSource, RerankBackend,
 };
@@ -27,6 +27,8 @@ pub enum ServeError {
     Engine(#[from] EngineError),
     #[error("device: {0}")]
     Device(String),
+    #[error(transparent)]
+    SharedCache(#[from] crate::cache::shared_tier::SharedCacheError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("http server: {0}")]
@@ -87,12 +89,28 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
     })
 }
 
-/// Starts the model, batcher and node actors; returns the node actor's address.
+/// Starts the model, batcher and node actors (and the Redis tier when enabled); returns the
+/// node actor's address.
 pub fn start_actors(
     config: &NodeConfig,
     model: &LoadedModel,
     metrics: Arc<NodeMetrics>,
-) -> Addr<NodeActor> {
+) -> Result<Addr<NodeActor>, ServeError> {
+    let shared = if config.redis_enabled {
+        let settings = SharedCacheSettings {
+            url: config.redis_url.clone(),
+            ttl: Duration::from_secs(config.redis_ttl_seconds),
+            lock_ttl: Duration::from_millis(config.redis_lock_ttl_ms),
+            op_timeout: Duration::from_millis(config.redis_timeout_ms),
+        };
+        Some(SharedScoreCache::start(
+            &settings,
+            &model.fingerprint,
+            metrics.clone(),
+        )?)
+    } else {
+        None
+    };
     let model_backend = model.backend.clone();
     let model_actor = SyncArbiter::start(1, move || ModelActor::new(model_backend.clone()));
     let cache = LocalScoreCache::new(
@@ -118,16 +136,16 @@ pub fn start_actors(
         stats.clone(),
     )
     .start();
-    NodeActor::new(
-        model.backend.clone(),
-        model.fingerprint.clone(),
+    let parts = NodeParts {
+        backend: model.backend.clone(),
+        fingerprint: model.fingerprint.clone(),
         cache,
+        shared,
         batcher,
-        stats,
+        batcher_stats: stats,
         metrics,
-        settings,
-    )
-    .start()
+    };
+    Ok(NodeActor::new(parts, settings).start())
 }
 
 fn default_node_id(port: u16) -> String {
@@ -156,7 +174,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
         "model loaded"
     );
     let metrics = Arc::new(NodeMetrics::new()?);
-    let node = start_actors(&config, &model, metrics.clone());
+    let node = start_actors(&config, &model, metrics.clone())?;
     let node_id = config
         .node_id
         .clone()

@@ -76,6 +76,10 @@ pub struct NodeConfig {
     pub redis_enabled: bool,
     pub redis_url: String,
     pub redis_ttl_seconds: u64,
+    /// Lifetime of a pair lock: the longest a node waits for a pair another node computes.
+    pub redis_lock_ttl_ms: u64,
+    /// Bound on every Redis call; beyond it the node serves without Redis.
+    pub redis_timeout_ms: u64,
     /// Identity in the cluster; `hostname:port` when unset.
     pub node_id: Option<String>,
     /// Bearer token that enables the admin endpoints.
@@ -109,6 +113,8 @@ impl Default for NodeConfig {
             redis_enabled: false,
             redis_url: "redis://localhost:6379/0".into(),
             redis_ttl_seconds: 600,
+            redis_lock_ttl_ms: 30_000,
+            redis_timeout_ms: 250,
             node_id: None,
             admin_token: None,
             otel_exporter_otlp_endpoint: None,
@@ -151,6 +157,8 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "REDIS_ENABLED",
     "REDIS_URL",
     "REDIS_TTL_SECONDS",
+    "REDIS_LOCK_TTL_MS",
+    "REDIS_TIMEOUT_MS",
     "NODE_ID",
     "ADMIN_TOKEN",
     "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -14,5 +14,6 @@ pub mod node_actor;
 pub use batcher_actor::{BatcherActor, BatcherSettings, BatcherStats};
 pub use model_actor::{ModelActor, ScorePairs, ScoredPairs};
 pub use node_actor::{
-    GetBatcherHealth, NodeActor, NodeSettings, Rerank, RerankError, RerankOutcome,
+    GetPipelineHealth, NodeActor, NodeParts, NodeSettings, PipelineHealth, Rerank, RerankError,
+    RerankOutcome,
 };

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use futures_util::future::join_all;
-use rerank_shared::api::health::MicroBatcherHealth;
+use rerank_shared::api::health::{DistributedCacheHealth, MicroBatcherHealth};
 use rerank_shared::pair_key::{ModelFingerprint, PairKey, TruncationKey};
 use tokio_util::sync::CancellationToken;
 
 use super::batcher_actor::{BatcherActor, BatcherSettings, BatcherStats, ComputeError, Enqueue};
 use crate::admission::{Admission, Overloaded};
-use crate::cache::LocalScoreCache;
+use crate::cache::{CachedScore, LocalScoreCache, SharedScoreCache};
 use crate::engine::{EngineError, RerankBackend, TruncationOptions};
 use crate::metrics::NodeMetrics;
 
@@ -66,11 +66,17 @@ impl Message for Rerank {
     type Result = Result<RerankOutcome, RerankError>;
 }
 
-/// Ask for the micro-batcher's counters.
-pub struct GetBatcherHealth;
+/// Ask for the `/health` blocks of the pipeline: the micro-batcher and the shared cache.
+pub struct GetPipelineHealth;
 
-impl Message for GetBatcherHealth {
-    type Result = MicroBatcherHealth;
+/// The pipeline's part of `/health`.
+pub struct PipelineHealth {
+    pub micro_batcher: MicroBatcherHealth,
+    pub distributed_cache: DistributedCacheHealth,
+}
+
+impl Message for GetPipelineHealth {
+    type Result = PipelineHealth;
 }
 
 /// Settings of the node actor.
@@ -86,6 +92,8 @@ struct Pipeline {
     backend: Arc<dyn RerankBackend>,
     fingerprint: ModelFingerprint,
     cache: LocalScoreCache,
+    /// The Redis tier, when `REDIS_ENABLED`.
+    shared: Option<Arc<SharedScoreCache>>,
     batcher: Addr<BatcherActor>,
     admission: Admission,
     metrics: Arc<NodeMetrics>,
@@ -98,30 +106,35 @@ pub struct NodeActor {
     batcher_stats: Arc<BatcherStats>,
 }
 
+/// The components a node actor wires together.
+pub struct NodeParts {
+    pub backend: Arc<dyn RerankBackend>,
+    pub fingerprint: ModelFingerprint,
+    pub cache: LocalScoreCache,
+    /// The Redis tier, when `REDIS_ENABLED`.
+    pub shared: Option<Arc<SharedScoreCache>>,
+    pub batcher: Addr<BatcherActor>,
+    pub batcher_stats: Arc<BatcherStats>,
+    pub metrics: Arc<NodeMetrics>,
+}
+
 impl NodeActor {
-    /// Wires a node actor to its batcher.
-    pub fn new(
-        backend: Arc<dyn RerankBackend>,
-        fingerprint: ModelFingerprint,
-        cache: LocalScoreCache,
-        batcher: Addr<BatcherActor>,
-        batcher_stats: Arc<BatcherStats>,
-        metrics: Arc<NodeMetrics>,
-        settings: NodeSettings,
-    ) -> Self {
+    /// Wires a node actor to its batcher and caches.
+    pub fn new(parts: NodeParts, settings: NodeSettings) -> Self {
         let admission =
             Admission::new(settings.max_parallel_requests, settings.max_queued_requests);
         Self {
             pipeline: Arc::new(Pipeline {
-                backend,
-                fingerprint,
-                cache,
-                batcher,
+                backend: parts.backend,
+                fingerprint: parts.fingerprint,
+                cache: parts.cache,
+                shared: parts.shared,
+                batcher: parts.batcher,
                 admission,
-                metrics,
+                metrics: parts.metrics,
             }),
             settings,
-            batcher_stats,
+            batcher_stats: parts.batcher_stats,
         }
     }
 }
@@ -145,13 +158,13 @@ impl Handler<Rerank> for NodeActor {
     }
 }
 
-impl Handler<GetBatcherHealth> for NodeActor {
-    type Result = actix::MessageResult<GetBatcherHealth>;
+impl Handler<GetPipelineHealth> for NodeActor {
+    type Result = actix::MessageResult<GetPipelineHealth>;
 
-    fn handle(&mut self, _: GetBatcherHealth, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetPipelineHealth, _: &mut Context<Self>) -> Self::Result {
         let stats = &self.batcher_stats;
         let b = &self.settings.batcher;
-        actix::MessageResult(MicroBatcherHealth {
+        let micro_batcher = MicroBatcherHealth {
             enabled: b.enabled,
             total_requests: stats.total_requests.load(Ordering::Relaxed),
             total_batches: stats.total_batches.load(Ordering::Relaxed),
@@ -160,9 +173,58 @@ impl Handler<GetBatcherHealth> for NodeActor {
             max_batch_size: b.max_requests,
             pending_requests: stats.pending_requests.load(Ordering::Relaxed)
                 + self.pipeline.admission.queued_count() as u64,
+        };
+        let distributed_cache = self
+            .pipeline
+            .shared
+            .as_ref()
+            .map(|s| s.health())
+            .unwrap_or_default();
+        actix::MessageResult(PipelineHealth {
+            micro_batcher,
+            distributed_cache,
         })
     }
 }
+
+/// Where a request's time went, merged over its computations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timings {
+    tokenization: Duration,
+    queue: Duration,
+    inference: Duration,
+}
+
+impl Timings {
+    fn merge(&mut self, other: Timings) {
+        self.tokenization += other.tokenization;
+        self.queue = self.queue.max(other.queue);
+        self.inference = self.inference.max(other.inference);
+    }
+}
+
+/// Releases this node's Redis locks if the request ends (cancelled, failed) before storing.
+struct LockRelease {
+    shared: Arc<SharedScoreCache>,
+    keys: Vec<PairKey>,
+    token: String,
+}
+
+impl Drop for LockRelease {
+    fn drop(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let (shared, keys, token) = (
+            self.shared.clone(),
+            std::mem::take(&mut self.keys),
+            self.token.clone(),
+        );
+        actix_web::rt::spawn(async move { shared.release(&keys, &token).await });
+    }
+}
+
+type Scores = HashMap<PairKey, CachedScore>;
 
 impl Pipeline {
     async fn rerank(&self, msg: Rerank) -> Result<RerankOutcome, RerankError> {
@@ -185,81 +247,183 @@ impl Pipeline {
             .collect();
         self.metrics.pairs_requested.inc_by(keys.len() as u64);
 
-        // Cache lookups, then the distinct keys still missing (first document of each).
-        let mut scores: HashMap<PairKey, (f32, u32)> = HashMap::new();
+        // Local cache first; `missing` holds the first document index of each distinct miss.
+        let mut scores: Scores = HashMap::new();
         let mut seen: HashSet<PairKey> = HashSet::new();
         let mut missing: Vec<usize> = Vec::new();
-        let mut cache_hits = 0;
         for (i, key) in keys.iter().enumerate() {
             if !seen.insert(*key) {
                 continue;
             }
             match self.cache.get(key) {
                 Some(hit) => {
-                    cache_hits += 1;
-                    scores.insert(*key, (hit.raw, hit.tokens));
+                    scores.insert(*key, hit);
                 }
                 None => missing.push(i),
             }
         }
+        let cache_hits = scores.len();
         self.metrics.local_cache_hits.inc_by(cache_hits as u64);
         self.metrics.local_cache_misses.inc_by(missing.len() as u64);
 
-        let mut tokenization_time = Duration::ZERO;
-        let mut queue_time = Duration::ZERO;
-        let mut inference_time = Duration::ZERO;
+        let mut timings = Timings::default();
         if !missing.is_empty() {
-            let tokenize_started = Instant::now();
-            let backend = self.backend.clone();
-            let query = msg.query.clone();
-            let docs: Vec<String> = missing.iter().map(|&i| msg.documents[i].clone()).collect();
-            let pairs = tokio::task::spawn_blocking(move || {
-                let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
-                backend.encode(&query, &docs, &opts)
-            })
-            .await
-            .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
-            tokenization_time = tokenize_started.elapsed();
-            self.metrics
-                .tokenization_time
-                .observe(tokenization_time.as_secs_f64());
-
-            let items = missing.iter().map(|&i| keys[i]).zip(pairs).collect();
-            let receivers = self
-                .batcher
-                .send(Enqueue {
-                    items,
-                    cancel: msg.cancel.clone(),
-                })
-                .await
-                .map_err(|e| RerankError::Internal(format!("batcher unavailable: {e}")))?;
-            for (&i, received) in missing.iter().zip(join_all(receivers).await) {
-                let scored = received
-                    .map_err(|_| RerankError::Internal("batcher dropped a pair".into()))??;
-                queue_time = queue_time.max(scored.queue_time);
-                inference_time = inference_time.max(scored.inference_time);
-                scores.insert(keys[i], (scored.raw_score, scored.tokens));
+            match &self.shared {
+                Some(shared) => {
+                    self.resolve_shared(shared, &msg, &keys, missing, &mut scores, &mut timings)
+                        .await?
+                }
+                None => {
+                    let (computed, t) = self.compute(&msg, &keys, &missing).await?;
+                    timings.merge(t);
+                    scores.extend(computed);
+                }
             }
         }
 
         let mut raw_scores = Vec::with_capacity(keys.len());
         let mut total_tokens = 0usize;
         for key in &keys {
-            let (raw, tokens) = scores
+            let found = scores
                 .get(key)
-                .copied()
                 .ok_or_else(|| RerankError::Internal("a pair got no score".into()))?;
-            raw_scores.push(raw);
-            total_tokens += tokens as usize;
+            raw_scores.push(found.raw);
+            total_tokens += found.tokens as usize;
         }
         Ok(RerankOutcome {
             raw_scores,
             total_tokens,
             cache_hits,
-            tokenization_time,
-            queue_time,
-            inference_time,
+            tokenization_time: timings.tokenization,
+            queue_time: timings.queue,
+            inference_time: timings.inference,
             total_time: started.elapsed(),
         })
+    }
+
+    /// Resolves local misses through Redis: stored pairs are read, unlocked pairs are locked
+    /// and computed here, pairs another node is computing are awaited (and computed here if
+    /// its lock expires first).
+    async fn resolve_shared(
+        &self,
+        shared: &Arc<SharedScoreCache>,
+        msg: &Rerank,
+        keys: &[PairKey],
+        missing: Vec<usize>,
+        scores: &mut Scores,
+        timings: &mut Timings,
+    ) -> Result<(), RerankError> {
+        let missing_keys: Vec<PairKey> = missing.iter().map(|&i| keys[i]).collect();
+        let mut unresolved = Vec::new();
+        for (&i, found) in missing.iter().zip(shared.get_many(&missing_keys).await) {
+            match found {
+                Some(value) => {
+                    self.cache.insert(keys[i], value);
+                    scores.insert(keys[i], value);
+                }
+                None => unresolved.push(i),
+            }
+        }
+        if unresolved.is_empty() {
+            return Ok(());
+        }
+        let token = uuid::Uuid::new_v4().to_string();
+        let unresolved_keys: Vec<PairKey> = unresolved.iter().map(|&i| keys[i]).collect();
+        let (owned, foreign): (Vec<usize>, Vec<usize>) =
+            match shared.try_lock_many(&unresolved_keys, &token).await {
+                Some(flags) => {
+                    let (o, f): (Vec<_>, Vec<_>) =
+                        unresolved.iter().zip(flags).partition(|(_, won)| *won);
+                    (
+                        o.into_iter().map(|(i, _)| *i).collect(),
+                        f.into_iter().map(|(i, _)| *i).collect(),
+                    )
+                }
+                None => (unresolved, Vec::new()),
+            };
+        let mut lock = LockRelease {
+            shared: shared.clone(),
+            keys: owned.iter().map(|&i| keys[i]).collect(),
+            token,
+        };
+        let foreign_keys: Vec<PairKey> = foreign.iter().map(|&i| keys[i]).collect();
+        let (computed, waited) = tokio::join!(
+            self.compute(msg, keys, &owned),
+            shared.wait_for(&foreign_keys)
+        );
+        let (computed, t) = computed?;
+        timings.merge(t);
+        shared.store(&computed, Some(&lock.token)).await;
+        lock.keys.clear(); // released by `store`
+        scores.extend(computed);
+        for (key, value) in waited.arrived {
+            self.cache.insert(key, value);
+            scores.insert(key, value);
+        }
+        if !waited.expired.is_empty() {
+            let expired: Vec<usize> = foreign
+                .iter()
+                .copied()
+                .filter(|&i| waited.expired.contains(&keys[i]))
+                .collect();
+            let (computed, t) = self.compute(msg, keys, &expired).await?;
+            timings.merge(t);
+            shared.store(&computed, None).await;
+            scores.extend(computed);
+        }
+        Ok(())
+    }
+
+    /// Tokenizes the documents at `indices` and scores them through the batcher.
+    async fn compute(
+        &self,
+        msg: &Rerank,
+        keys: &[PairKey],
+        indices: &[usize],
+    ) -> Result<(Vec<(PairKey, CachedScore)>, Timings), RerankError> {
+        let mut timings = Timings::default();
+        if indices.is_empty() {
+            return Ok((Vec::new(), timings));
+        }
+        let tokenize_started = Instant::now();
+        let backend = self.backend.clone();
+        let query = msg.query.clone();
+        let opts = msg.options;
+        let docs: Vec<String> = indices.iter().map(|&i| msg.documents[i].clone()).collect();
+        let pairs = tokio::task::spawn_blocking(move || {
+            let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+            backend.encode(&query, &docs, &opts)
+        })
+        .await
+        .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
+        timings.tokenization = tokenize_started.elapsed();
+        self.metrics
+            .tokenization_time
+            .observe(timings.tokenization.as_secs_f64());
+
+        let items = indices.iter().map(|&i| keys[i]).zip(pairs).collect();
+        let receivers = self
+            .batcher
+            .send(Enqueue {
+                items,
+                cancel: msg.cancel.clone(),
+            })
+            .await
+            .map_err(|e| RerankError::Internal(format!("batcher unavailable: {e}")))?;
+        let mut computed = Vec::with_capacity(indices.len());
+        for (&i, received) in indices.iter().zip(join_all(receivers).await) {
+            let scored =
+                received.map_err(|_| RerankError::Internal("batcher dropped a pair".into()))??;
+            timings.queue = timings.queue.max(scored.queue_time);
+            timings.inference = timings.inference.max(scored.inference_time);
+            computed.push((
+                keys[i],
+                CachedScore {
+                    raw: scored.raw_score,
+                    tokens: scored.tokens,
+                },
+            ));
+        }
+        Ok((computed, timings))
     }
 }

@@ -1,9 +1,9 @@
 //! Service endpoints: `GET /health`, `GET /info`, `GET /metrics`, `GET /openapi.json`.
 
 use actix_web::{web, HttpResponse};
-use rerank_shared::api::health::{DistributedCacheHealth, Health, Info, ModelHealth};
+use rerank_shared::api::health::{Health, Info, ModelHealth};
 
-use crate::actors::GetBatcherHealth;
+use crate::actors::GetPipelineHealth;
 use crate::engine::ModelKind;
 use crate::state::NodeState;
 
@@ -14,11 +14,10 @@ fn kind_name(kind: ModelKind) -> &'static str {
     }
 }
 
-/// `GET /health`: the guide's fields. The shared cache reports `enabled: false` until the Redis
-/// tier exists.
+/// `GET /health`: the guide's fields.
 pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
     let info = state.backend.info();
-    let micro_batcher = match state.node.send(GetBatcherHealth).await {
+    let pipeline = match state.node.send(GetPipelineHealth).await {
         Ok(h) => h,
         Err(e) => {
             return HttpResponse::ServiceUnavailable()
@@ -36,8 +35,8 @@ pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
             dtype: info.dtype.clone(),
             quantization: info.quantization.clone(),
         },
-        micro_batcher,
-        distributed_cache: DistributedCacheHealth::default(),
+        micro_batcher: pipeline.micro_batcher,
+        distributed_cache: pipeline.distributed_cache,
     })
 }
 

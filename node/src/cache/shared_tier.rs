@@ -1,0 +1,417 @@
+//! The Redis tier shared by every node: scores with a TTL, a lock per pair being computed, and
+//! a pub/sub channel that wakes nodes waiting for a pair another node computes.
+//!
+//! Keys live under `rr:{model fingerprint}:` so two models or precision modes never mix:
+//! `…:s:{pair}` holds `"{raw} {tokens}"`, `…:l:{pair}` a lock token, and `…:done` is the channel
+//! on which an owner publishes the pairs it just stored.
+//!
+//! Redis is an accelerator, never a dependency: every call is bounded by a short timeout, a
+//! failure opens a [`CircuitBreaker`] so later requests skip Redis at no cost, and a background
+//! probe reconnects and closes it. Callers treat "no answer" as a miss and compute locally.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use rerank_shared::api::health::DistributedCacheHealth;
+use rerank_shared::pair_key::{ModelFingerprint, PairKey};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::breaker::CircuitBreaker;
+use super::CachedScore;
+use crate::metrics::NodeMetrics;
+
+/// Deletes each lock that still holds this owner's token (never someone else's).
+const RELEASE_SCRIPT: &str = "local n = 0 for _, k in ipairs(KEYS) do \
+    if redis.call('GET', k) == ARGV[1] then n = n + redis.call('DEL', k) end end return n";
+
+/// How often the probe checks Redis and refreshes `/health` figures.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a waiter re-reads its keys, in case a publish was lost.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Settings of the shared tier.
+#[derive(Debug, Clone)]
+pub struct SharedCacheSettings {
+    pub url: String,
+    /// `REDIS_TTL_SECONDS`.
+    pub ttl: Duration,
+    /// How long a computing node's lock lives: the longest a waiter waits for a crashed owner.
+    pub lock_ttl: Duration,
+    /// Bound on every Redis call.
+    pub op_timeout: Duration,
+}
+
+/// Why the tier could not be set up (a bad URL; an unreachable server is not an error).
+#[derive(Debug, thiserror::Error)]
+#[error("REDIS_URL: {0}")]
+pub struct SharedCacheError(#[from] redis::RedisError);
+
+/// Figures behind `/health.distributed_cache`, refreshed by the probe.
+#[derive(Debug, Default)]
+struct Status {
+    connected: AtomicBool,
+    cached_entries: AtomicU64,
+    keyspace_hits: AtomicU64,
+    keyspace_misses: AtomicU64,
+}
+
+/// How a wait for another node's pairs ended, per pair.
+#[derive(Debug, Default)]
+pub struct WaitOutcome {
+    /// Pairs another node stored while we waited.
+    pub arrived: HashMap<PairKey, CachedScore>,
+    /// Pairs still missing when the lock expired (or Redis failed): compute them here.
+    pub expired: Vec<PairKey>,
+}
+
+/// See the module docs.
+pub struct SharedScoreCache {
+    client: redis::Client,
+    connection: ConnectionManager,
+    namespace: String,
+    ttl_seconds: u64,
+    lock_ttl: Duration,
+    op_timeout: Duration,
+    breaker: CircuitBreaker,
+    done: Arc<Notify>,
+    status: Status,
+    metrics: Arc<NodeMetrics>,
+}
+
+impl SharedScoreCache {
+    /// Sets up the tier and its background probe and subscriber. Never waits for Redis: an
+    /// unreachable server only shows as `connected: false` until it answers.
+    pub fn start(
+        settings: &SharedCacheSettings,
+        fingerprint: &ModelFingerprint,
+        metrics: Arc<NodeMetrics>,
+    ) -> Result<Arc<Self>, SharedCacheError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.op_timeout))
+            .set_response_timeout(Some(settings.op_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let cache = Arc::new(Self {
+            client,
+            connection,
+            namespace: format!("rr:{}", fingerprint.as_str()),
+            ttl_seconds: settings.ttl.as_secs().max(1),
+            lock_ttl: settings.lock_ttl,
+            op_timeout: settings.op_timeout,
+            breaker: CircuitBreaker::new(Duration::from_millis(250), Duration::from_secs(2)),
+            done: Arc::new(Notify::new()),
+            status: Status::default(),
+            metrics,
+        });
+        actix_web::rt::spawn(probe_loop(Arc::downgrade(&cache)));
+        actix_web::rt::spawn(subscriber_loop(
+            cache.client.clone(),
+            cache.done_channel(),
+            Arc::downgrade(&cache.done),
+        ));
+        Ok(cache)
+    }
+
+    fn score_key(&self, key: &PairKey) -> String {
+        format!("{}:s:{key}", self.namespace)
+    }
+
+    fn lock_key(&self, key: &PairKey) -> String {
+        format!("{}:l:{key}", self.namespace)
+    }
+
+    fn done_channel(&self) -> String {
+        format!("{}:done", self.namespace)
+    }
+
+    /// Runs one Redis call under the breaker and the timeout; `None` means "no answer".
+    async fn call<T>(&self, op: impl Future<Output = redis::RedisResult<T>>) -> Option<T> {
+        if !self.breaker.allows() {
+            return None;
+        }
+        match tokio::time::timeout(self.op_timeout, op).await {
+            Ok(Ok(value)) => {
+                self.breaker.record_success();
+                Some(value)
+            }
+            Ok(Err(e)) => self.failed(&e.to_string()),
+            Err(_) => self.failed("timed out"),
+        }
+    }
+
+    fn failed<T>(&self, why: &str) -> Option<T> {
+        self.breaker.record_failure();
+        self.status.connected.store(false, Ordering::Relaxed);
+        self.metrics.redis_errors.inc();
+        tracing::warn!(
+            error = why,
+            "redis call failed; serving without the shared cache"
+        );
+        None
+    }
+
+    /// Scores of `keys` in one `MGET`; all misses when Redis does not answer.
+    pub async fn get_many(&self, keys: &[PairKey]) -> Vec<Option<CachedScore>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.score_key(k)).collect();
+        let mut con = self.connection.clone();
+        let values: Vec<Option<String>> = self
+            .call(redis::cmd("MGET").arg(&names).query_async(&mut con))
+            .await
+            .unwrap_or_else(|| vec![None; keys.len()]);
+        let found: Vec<Option<CachedScore>> = values
+            .iter()
+            .map(|v| v.as_deref().and_then(decode))
+            .collect();
+        let hits = found.iter().filter(|f| f.is_some()).count() as u64;
+        self.metrics.redis_hits.inc_by(hits);
+        self.metrics.redis_misses.inc_by(keys.len() as u64 - hits);
+        found
+    }
+
+    /// Takes the lock of each key (`SET NX PX`, one pipeline); `true` where this node now owns
+    /// it. `None` when Redis does not answer (then nobody coordinates: compute everything).
+    pub async fn try_lock_many(&self, keys: &[PairKey], token: &str) -> Option<Vec<bool>> {
+        if keys.is_empty() {
+            return Some(Vec::new());
+        }
+        let ttl_ms = self.lock_ttl.as_millis() as u64;
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("SET")
+                .arg(self.lock_key(key))
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms);
+        }
+        let mut con = self.connection.clone();
+        let replies: Vec<Option<String>> = self.call(pipe.query_async(&mut con)).await?;
+        let owned: Vec<bool> = replies.iter().map(Option::is_some).collect();
+        let wins = owned.iter().filter(|o| **o).count() as u64;
+        self.metrics.lock_wins.inc_by(wins);
+        self.metrics.lock_waits.inc_by(keys.len() as u64 - wins);
+        Some(owned)
+    }
+
+    /// Stores computed scores (`SET … EX ttl`), announces them on the done channel and releases
+    /// this owner's locks — one pipelined round trip.
+    pub async fn store(&self, scores: &[(PairKey, CachedScore)], lock_token: Option<&str>) {
+        if scores.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (key, value) in scores {
+            pipe.cmd("SET")
+                .arg(self.score_key(key))
+                .arg(encode(value))
+                .arg("EX")
+                .arg(self.ttl_seconds)
+                .ignore();
+        }
+        pipe.cmd("PUBLISH")
+            .arg(self.done_channel())
+            .arg(scores.len())
+            .ignore();
+        if let Some(token) = lock_token {
+            self.add_release(&mut pipe, scores.iter().map(|(k, _)| k), token);
+        }
+        let mut con = self.connection.clone();
+        let _: Option<()> = self.call(pipe.query_async(&mut con)).await;
+    }
+
+    /// Releases locks without storing anything (the owner gave up, e.g. its client left).
+    pub async fn release(&self, keys: &[PairKey], token: &str) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        self.add_release(&mut pipe, keys.iter(), token);
+        let mut con = self.connection.clone();
+        let _: Option<()> = self.call(pipe.query_async(&mut con)).await;
+    }
+
+    fn add_release<'a>(
+        &self,
+        pipe: &mut redis::Pipeline,
+        keys: impl Iterator<Item = &'a PairKey>,
+        token: &str,
+    ) {
+        let names: Vec<String> = keys.map(|k| self.lock_key(k)).collect();
+        pipe.cmd("EVAL")
+            .arg(RELEASE_SCRIPT)
+            .arg(names.len())
+            .arg(names)
+            .arg(token)
+            .ignore();
+    }
+
+    /// Waits for pairs whose locks other nodes hold: re-reads them after every publish on the
+    /// done channel (and every [`WAIT_POLL`], since pub/sub can drop messages) until they
+    /// arrive, the lock TTL passes, or Redis stops answering.
+    pub async fn wait_for(&self, keys: &[PairKey]) -> WaitOutcome {
+        let mut outcome = WaitOutcome::default();
+        let mut remaining: Vec<PairKey> = keys.to_vec();
+        let deadline = Instant::now() + self.lock_ttl;
+        let mut woken_by_publish = false;
+        while !remaining.is_empty() {
+            // Register for the wake-up before reading, so a publish in between is not missed.
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.breaker.allows() {
+                break;
+            }
+            let found = self.get_many(&remaining).await;
+            let mut still = Vec::new();
+            for (key, value) in remaining.iter().zip(found) {
+                match value {
+                    Some(v) => {
+                        outcome.arrived.insert(*key, v);
+                    }
+                    None => still.push(*key),
+                }
+            }
+            remaining = still;
+            if remaining.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                () = &mut notified => woken_by_publish = true,
+                () = tokio::time::sleep(WAIT_POLL) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        if !outcome.arrived.is_empty() {
+            let how = if woken_by_publish { "publish" } else { "poll" };
+            self.metrics.dedup_waits.with_label_values(&[how]).inc();
+        }
+        if !remaining.is_empty() {
+            self.metrics
+                .dedup_waits
+                .with_label_values(&["expiry"])
+                .inc();
+        }
+        outcome.expired = remaining;
+        outcome
+    }
+
+    /// `/health.distributed_cache`: `cached_entries` is Redis's `DBSIZE`, the keyspace figures
+    /// are the server's `INFO stats` counters, all as of the last probe.
+    pub fn health(&self) -> DistributedCacheHealth {
+        DistributedCacheHealth {
+            enabled: true,
+            connected: self.status.connected.load(Ordering::Relaxed),
+            cached_entries: self.status.cached_entries.load(Ordering::Relaxed),
+            keyspace_hits: self.status.keyspace_hits.load(Ordering::Relaxed),
+            keyspace_misses: self.status.keyspace_misses.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn probe(&self) {
+        let mut con = self.connection.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("DBSIZE").cmd("INFO").arg("stats");
+        // The probe bypasses the breaker: it is what closes it.
+        let reply: Result<redis::RedisResult<(u64, String)>, _> =
+            tokio::time::timeout(self.op_timeout, pipe.query_async(&mut con)).await;
+        match reply {
+            Ok(Ok((entries, info))) => {
+                self.breaker.record_success();
+                self.status.connected.store(true, Ordering::Relaxed);
+                self.status.cached_entries.store(entries, Ordering::Relaxed);
+                let stat = |name: &str| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+                        .unwrap_or(0)
+                };
+                self.status
+                    .keyspace_hits
+                    .store(stat("keyspace_hits"), Ordering::Relaxed);
+                self.status
+                    .keyspace_misses
+                    .store(stat("keyspace_misses"), Ordering::Relaxed);
+            }
+            _ => {
+                self.breaker.record_failure();
+                self.status.connected.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn encode(value: &CachedScore) -> String {
+    format!("{} {}", value.raw, value.tokens)
+}
+
+fn decode(text: &str) -> Option<CachedScore> {
+    let (raw, tokens) = text.split_once(' ')?;
+    Some(CachedScore {
+        raw: raw.parse().ok()?,
+        tokens: tokens.parse().ok()?,
+    })
+}
+
+/// Probes Redis every [`PROBE_INTERVAL`] while the cache is alive.
+async fn probe_loop(cache: std::sync::Weak<SharedScoreCache>) {
+    loop {
+        match cache.upgrade() {
+            Some(c) => c.probe().await,
+            None => return,
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// Keeps a subscription to the done channel and wakes waiters on every message; resubscribes
+/// after Redis comes back.
+async fn subscriber_loop(client: redis::Client, channel: String, done: std::sync::Weak<Notify>) {
+    loop {
+        if done.strong_count() == 0 {
+            return;
+        }
+        if let Ok(Ok(mut pubsub)) =
+            tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub()).await
+        {
+            if pubsub.subscribe(&channel).await.is_ok() {
+                // Wake everyone once: messages sent while we were unsubscribed are lost.
+                if let Some(n) = done.upgrade() {
+                    n.notify_waiters();
+                }
+                let mut messages = pubsub.into_on_message();
+                while messages.next().await.is_some() {
+                    match done.upgrade() {
+                        Some(n) => n.notify_waiters(),
+                        None => return,
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_exactly() {
+        for raw in [0.0f32, -1.2345678, 7.654321e-9, f32::MAX] {
+            let v = CachedScore { raw, tokens: 127 };
+            assert_eq!(decode(&encode(&v)), Some(v));
+        }
+        assert_eq!(decode("garbage"), None);
+    }
+}
