@@ -15,21 +15,6 @@ async fn start_node(extra: &[(&str, &str)]) -> Option<NodeProcess> {
     Some(NodeProcess::start(&env).await)
 }
 
-/// The value of an unlabelled counter in `/metrics`.
-async fn metric(node: &NodeProcess, name: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", node.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 #[tokio::test]
 async fn identical_pairs_are_computed_once_then_served_from_the_cache() {
     let Some(node) = start_node(&[
@@ -50,7 +35,7 @@ async fn identical_pairs_are_computed_once_then_served_from_the_cache() {
     let distinct = 4;
     let body = json!({"query": QUERY, "texts": docs});
     let client = reqwest::Client::new();
-    let computed_before = metric(&node, "rerank_pairs_computed_total").await;
+    let computed_before = node.metric("rerank_pairs_computed_total").await;
 
     let responses = join_all((0..32).map(|_| {
         client
@@ -71,15 +56,15 @@ async fn identical_pairs_are_computed_once_then_served_from_the_cache() {
         "every identical request gets the same answer"
     );
     assert_eq!(
-        metric(&node, "rerank_pairs_computed_total").await - computed_before,
+        node.metric("rerank_pairs_computed_total").await - computed_before,
         distinct
     );
     assert_eq!(
-        metric(&node, "rerank_pairs_requested_total").await,
+        node.metric("rerank_pairs_requested_total").await,
         32 * docs.len() as u64
     );
 
-    let hits_before = metric(&node, "rerank_cache_hits_total").await;
+    let hits_before = node.metric("rerank_cache_hits_total").await;
     let again = client
         .post(format!("{}/rerank", node.base))
         .json(&body)
@@ -89,12 +74,12 @@ async fn identical_pairs_are_computed_once_then_served_from_the_cache() {
     assert_eq!(again.status(), 200);
     assert_eq!(again.json::<Value>().await.expect("json"), rankings[0]);
     assert_eq!(
-        metric(&node, "rerank_pairs_computed_total").await - computed_before,
+        node.metric("rerank_pairs_computed_total").await - computed_before,
         distinct,
         "nothing recomputed"
     );
     assert_eq!(
-        metric(&node, "rerank_cache_hits_total").await - hits_before,
+        node.metric("rerank_cache_hits_total").await - hits_before,
         distinct
     );
 
@@ -169,7 +154,7 @@ async fn over_the_admission_bound_clients_get_429_never_5xx() {
         "some requests are refused ({rejected} refused)"
     );
     assert_eq!(
-        metric(&node, "rerank_requests_rejected_total").await,
+        node.metric("rerank_requests_rejected_total").await,
         rejected
     );
 }
@@ -216,6 +201,6 @@ async fn a_departed_clients_queued_pairs_are_dropped() {
         .await
         .expect("sent");
     assert_eq!(last.status(), 200);
-    assert_eq!(metric(&node, "rerank_pairs_dropped_total").await, 16);
-    assert_eq!(metric(&node, "rerank_pairs_computed_total").await, 48 + 1);
+    assert_eq!(node.metric("rerank_pairs_dropped_total").await, 16);
+    assert_eq!(node.metric("rerank_pairs_computed_total").await, 48 + 1);
 }
