@@ -95,6 +95,12 @@ struct Cli {
     #[arg(long, default_value_t = 42, conflicts_with = "workload")]
     seed: u64,
 
+    /// Seed of the pool of popular requests (default: `--seed`). Several load generators with
+    /// different `--seed`s and one `--pool-seed` send different fresh requests but the same
+    /// popular ones, as clients of one cluster do.
+    #[arg(long, conflicts_with = "workload")]
+    pool_seed: Option<u64>,
+
     /// Requests sent before measuring; they are not counted in the report.
     #[arg(long, value_name = "N", default_value_t = 0)]
     warmup: u64,
@@ -166,6 +172,7 @@ impl Cli {
                 duplicate_ratio: self.duplicate_ratio,
                 duplicate_pool: self.duplicate_pool,
                 seed: self.seed,
+                pool_seed: self.pool_seed.unwrap_or(self.seed),
             }))),
         }
     }

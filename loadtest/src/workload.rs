@@ -103,6 +103,9 @@ pub struct GeneratorParams {
     pub duplicate_pool: usize,
     /// Seed for every random choice; the same seed gives the same workload.
     pub seed: u64,
+    /// Seed of the popular requests' texts (usually `seed`; shared across generators that model
+    /// clients of one service).
+    pub pool_seed: u64,
 }
 
 /// Words in each generated query.
@@ -134,8 +137,8 @@ impl Generator {
         };
         let pool = (0..pool_size as u64)
             .map(|slot| {
-                let mut rng = rng_for(params.seed, STREAM_POOL, slot);
-                let tag = format!("s{}p{slot}", params.seed);
+                let mut rng = rng_for(params.pool_seed, STREAM_POOL, slot);
+                let tag = format!("s{}p{slot}", params.pool_seed);
                 make_item(&mut rng, &tag, &params)
             })
             .collect();
@@ -233,6 +236,7 @@ mod tests {
             duplicate_ratio,
             duplicate_pool: 8,
             seed,
+            pool_seed: seed,
         }
     }
 
