@@ -93,15 +93,21 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
 /// node actor's address.
 pub fn start_actors(
     config: &NodeConfig,
+    node_id: &str,
     model: &LoadedModel,
     metrics: Arc<NodeMetrics>,
 ) -> Result<Addr<NodeActor>, ServeError> {
     let shared = if config.redis_enabled {
+        let url = config
+            .node_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}", config.host, config.port));
         let settings = SharedCacheSettings {
             url: config.redis_url.clone(),
             ttl: Duration::from_secs(config.redis_ttl_seconds),
             lock_ttl: Duration::from_millis(config.redis_lock_ttl_ms),
             op_timeout: Duration::from_millis(config.redis_timeout_ms),
+            registration: Some((node_id.to_string(), url)),
         };
         Some(SharedScoreCache::start(
             &settings,
@@ -174,11 +180,11 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
         "model loaded"
     );
     let metrics = Arc::new(NodeMetrics::new()?);
-    let node = start_actors(&config, &model, metrics.clone())?;
     let node_id = config
         .node_id
         .clone()
         .unwrap_or_else(|| default_node_id(config.port));
+    let node = start_actors(&config, &node_id, &model, metrics.clone())?;
     let state = web::Data::new(NodeState {
         node_id,
         backend: model.backend.clone(),
@@ -187,12 +193,13 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
         config: config.clone(),
     });
     let payload_limit = config.payload_limit;
+    let admin = config.admin_token.is_some();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(from_fn(api::middleware::http_metrics))
-            .wrap(from_fn(api::middleware::request_id))
-            .configure(|cfg| api::configure(cfg, payload_limit))
+            .wrap(from_fn(rerank_shared::request_id::request_id))
+            .configure(|cfg| api::configure(cfg, payload_limit, admin))
     })
     .on_connect(api::disconnect::remember_socket)
     .bind((config.host.as_str(), config.port))?;

@@ -82,6 +82,9 @@ pub struct NodeConfig {
     pub redis_timeout_ms: u64,
     /// Identity in the cluster; `hostname:port` when unset.
     pub node_id: Option<String>,
+    /// The base URL other processes reach this node at (registered in Redis for coordinators);
+    /// `http://HOST:PORT` when unset.
+    pub node_url: Option<String>,
     /// Bearer token that enables the admin endpoints.
     pub admin_token: Option<String>,
     pub otel_exporter_otlp_endpoint: Option<String>,
@@ -116,6 +119,7 @@ impl Default for NodeConfig {
             redis_lock_ttl_ms: 30_000,
             redis_timeout_ms: 250,
             node_id: None,
+            node_url: None,
             admin_token: None,
             otel_exporter_otlp_endpoint: None,
         }
@@ -160,33 +164,22 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "REDIS_LOCK_TTL_MS",
     "REDIS_TIMEOUT_MS",
     "NODE_ID",
+    "NODE_URL",
     "ADMIN_TOKEN",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
+
+/// Redis key prefix under which nodes register themselves (`rr:nodes:{node_id}` → base URL).
+pub const NODE_REGISTRY_PREFIX: &str = "rr:nodes:";
+
+/// Lifetime of a node's registration; nodes refresh it every second.
+pub const NODE_REGISTRY_TTL_SECONDS: u64 = 5;
 
 impl NodeConfig {
     /// Loads settings from `file` (when given) and the variables of `env` named in
     /// [`NODE_ENV_KEYS`]; empty variables count as unset.
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut builder =
-            config::Config::builder().add_source(config::Config::try_from(&NodeConfig::default())?);
-        if let Some(file) = file {
-            builder = builder.add_source(config::File::from(file).required(true));
-        }
-        let known: HashMap<String, String> = NODE_ENV_KEYS
-            .iter()
-            .filter_map(|k| {
-                env.get(*k)
-                    .filter(|v| !v.is_empty())
-                    .map(|v| (k.to_string(), v.clone()))
-            })
-            .collect();
-        builder = builder.add_source(
-            config::Environment::default()
-                .source(Some(known))
-                .try_parsing(true),
-        );
-        let settings: NodeConfig = builder.build()?.try_deserialize()?;
+        let settings: NodeConfig = load_layered(file, env, NODE_ENV_KEYS)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -194,12 +187,7 @@ impl NodeConfig {
     /// Loads from the process environment and `CONFIG_FILE` (or `configs/node.toml` when present).
     pub fn from_env() -> Result<Self, ConfigError> {
         let env: HashMap<String, String> = std::env::vars().collect();
-        let file = env
-            .get("CONFIG_FILE")
-            .filter(|f| !f.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| Some(PathBuf::from("configs/node.toml")).filter(|p| p.is_file()));
-        Self::load(file.as_deref(), &env)
+        Self::load(config_file(&env, "configs/node.toml").as_deref(), &env)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -236,6 +224,178 @@ impl NodeConfig {
             (None, Some(id)) => ModelChoice::HubId(id.clone()),
             (None, None) => ModelChoice::Path(PathBuf::from(DEFAULT_MODEL_PATH)),
         }
+    }
+
+    /// A copy safe to print: secrets masked.
+    pub fn masked(&self) -> Self {
+        let mut copy = self.clone();
+        if copy.admin_token.is_some() {
+            copy.admin_token = Some("***".into());
+        }
+        copy.redis_url = mask_url_password(&copy.redis_url);
+        copy
+    }
+}
+
+/// `CONFIG_FILE`, else `default` when that file exists.
+fn config_file(env: &HashMap<String, String>, default: &str) -> Option<PathBuf> {
+    env.get("CONFIG_FILE")
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from(default)).filter(|p| p.is_file()))
+}
+
+/// Defaults of `T` → `file` → the variables of `env` named in `keys` (empty ones count as unset).
+fn load_layered<T>(
+    file: Option<&Path>,
+    env: &HashMap<String, String>,
+    keys: &[&str],
+) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + for<'de> Deserialize<'de>,
+{
+    let mut builder =
+        config::Config::builder().add_source(config::Config::try_from(&T::default())?);
+    if let Some(file) = file {
+        builder = builder.add_source(config::File::from(file).required(true));
+    }
+    let known: HashMap<String, String> = keys
+        .iter()
+        .filter_map(|k| {
+            env.get(*k)
+                .filter(|v| !v.is_empty())
+                .map(|v| (k.to_string(), v.clone()))
+        })
+        .collect();
+    builder = builder.add_source(
+        config::Environment::default()
+            .source(Some(known))
+            .try_parsing(true),
+    );
+    Ok(builder.build()?.try_deserialize()?)
+}
+
+/// How the coordinator picks a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// Same query → same node (warm caches), with bounded load.
+    #[default]
+    ConsistentHash,
+    /// Nodes in turn (the baseline to measure affinity against).
+    RoundRobin,
+}
+
+/// Every setting of a coordinator. Field names are the lower-case environment names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    pub host: String,
+    pub port: u16,
+    /// Comma-separated node base URLs (`http://127.0.0.1:8001,…`).
+    pub coordinator_nodes: String,
+    pub routing: Routing,
+    /// ε of bounded-load consistent hashing.
+    pub load_bound_epsilon: f64,
+    /// Ring points per node.
+    pub virtual_nodes: usize,
+    pub health_check_interval_ms: u64,
+    /// Bound on one attempt at one node.
+    pub request_timeout_ms: u64,
+    /// Bound on a whole client request across retries.
+    pub total_timeout_ms: u64,
+    /// Nodes tried per request.
+    pub max_attempts: usize,
+    /// How long a drain waits for in-flight requests.
+    pub drain_timeout_ms: u64,
+    pub admin_token: Option<String>,
+    /// Watch Redis for nodes that register themselves.
+    pub redis_enabled: bool,
+    pub redis_url: String,
+    pub payload_limit: usize,
+    pub otel_exporter_otlp_endpoint: Option<String>,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            coordinator_nodes: String::new(),
+            routing: Routing::ConsistentHash,
+            load_bound_epsilon: 0.25,
+            virtual_nodes: 160,
+            health_check_interval_ms: 1000,
+            request_timeout_ms: 30_000,
+            total_timeout_ms: 60_000,
+            max_attempts: 3,
+            drain_timeout_ms: 30_000,
+            admin_token: None,
+            redis_enabled: false,
+            redis_url: "redis://localhost:6379/0".into(),
+            payload_limit: 2_000_000,
+            otel_exporter_otlp_endpoint: None,
+        }
+    }
+}
+
+/// The environment variable names a coordinator reads.
+pub const COORDINATOR_ENV_KEYS: &[&str] = &[
+    "HOST",
+    "PORT",
+    "COORDINATOR_NODES",
+    "ROUTING",
+    "LOAD_BOUND_EPSILON",
+    "VIRTUAL_NODES",
+    "HEALTH_CHECK_INTERVAL_MS",
+    "REQUEST_TIMEOUT_MS",
+    "TOTAL_TIMEOUT_MS",
+    "MAX_ATTEMPTS",
+    "DRAIN_TIMEOUT_MS",
+    "ADMIN_TOKEN",
+    "REDIS_ENABLED",
+    "REDIS_URL",
+    "PAYLOAD_LIMIT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
+impl CoordinatorConfig {
+    /// Loads settings from `file` and the variables of `env` named in [`COORDINATOR_ENV_KEYS`].
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let settings: Self = load_layered(file, env, COORDINATOR_ENV_KEYS)?;
+        if !(settings.load_bound_epsilon.is_finite() && settings.load_bound_epsilon > 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "LOAD_BOUND_EPSILON",
+                value: settings.load_bound_epsilon.to_string(),
+                allowed: "a number above 0 (0.25 lets a node carry 25% over the mean)",
+            });
+        }
+        if settings.max_attempts == 0 || settings.virtual_nodes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "MAX_ATTEMPTS/VIRTUAL_NODES",
+                value: format!("{}/{}", settings.max_attempts, settings.virtual_nodes),
+                allowed: "whole numbers of at least 1",
+            });
+        }
+        Ok(settings)
+    }
+
+    /// Loads from the process environment and `CONFIG_FILE` (or `configs/coordinator.toml`).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load(
+            config_file(&env, "configs/coordinator.toml").as_deref(),
+            &env,
+        )
+    }
+
+    /// The static node URLs, trimmed, without trailing slashes.
+    pub fn static_nodes(&self) -> Vec<String> {
+        self.coordinator_nodes
+            .split(',')
+            .map(|n| n.trim().trim_end_matches('/').to_string())
+            .filter(|n| !n.is_empty())
+            .collect()
     }
 
     /// A copy safe to print: secrets masked.

@@ -8,9 +8,15 @@
 //!   The coordinator forwards these unchanged, so both sides must agree on them exactly.
 //! - [`config`]: node settings, layered defaults → TOML file → the environment names of the
 //!   original guide (`PORT`, `REDIS_ENABLED`, …), validated at start-up.
+//! - [`hash_ring`]: the coordinator's consistent-hash ring with bounded loads.
+//! - [`admin_auth`]: the bearer-token check of admin endpoints.
+//! - [`request_id`]: the `x-request-id` middleware both servers run.
 //! - [`pair_key`]: cache keys of (model configuration, query, document, truncation) pairs,
 //!   identical on every node so that nodes can share results.
 
+pub mod admin_auth;
 pub mod api;
 pub mod config;
+pub mod hash_ring;
 pub mod pair_key;
+pub mod request_id;

@@ -73,6 +73,9 @@ pub struct GetPipelineHealth;
 pub struct PipelineHealth {
     pub micro_batcher: MicroBatcherHealth,
     pub distributed_cache: DistributedCacheHealth,
+    pub local_cache_entries: u64,
+    pub running_requests: u64,
+    pub queued_requests: u64,
 }
 
 impl Message for GetPipelineHealth {
@@ -180,9 +183,13 @@ impl Handler<GetPipelineHealth> for NodeActor {
             .as_ref()
             .map(|s| s.health())
             .unwrap_or_default();
+        let admission = &self.pipeline.admission;
         actix::MessageResult(PipelineHealth {
             micro_batcher,
             distributed_cache,
+            local_cache_entries: self.pipeline.cache.len(),
+            running_requests: admission.running_count() as u64,
+            queued_requests: admission.queued_count() as u64,
         })
     }
 }

@@ -7,10 +7,10 @@ use rerank_shared::api::cohere::{
 };
 
 use super::error::{ApiError, ApiErrorKind, CohereApiError};
-use super::middleware::RequestId;
 use crate::engine::{ModelKind, TruncationOptions};
 use crate::scoring::{check_document_count, ranking, score_documents, sigmoid, timing_headers};
 use crate::state::NodeState;
+use rerank_shared::request_id::RequestId;
 
 /// The API generation a request came in on; it sets defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

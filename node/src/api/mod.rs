@@ -3,15 +3,16 @@
 //! - [`tei_api`]: `POST /rerank` (text-embeddings-inference shape).
 //! - [`cohere_api`]: `POST /v1/rerank`, `POST /v2/rerank` (Cohere/Jina shape).
 //! - [`service_api`]: `/health`, `/info`, `/metrics`, `/openapi.json`.
+//! - [`admin_api`]: `GET /admin/stats`, only with `ADMIN_TOKEN`.
 //! - [`error`]: error kinds → status codes, and the two error body formats.
-//! - [`middleware`]: request ids and HTTP metrics.
+//! - [`middleware`]: HTTP metrics.
 //! - [`disconnect`]: noticing clients that went away, so their queued pairs can be dropped.
 
+pub mod admin_api;
 pub mod cohere_api;
 pub mod disconnect;
 pub mod error;
 pub mod middleware;
-pub mod openapi;
 pub mod service_api;
 pub mod tei_api;
 
@@ -20,8 +21,12 @@ use actix_web::{web, HttpRequest};
 
 use error::{ApiError, CohereApiError, TeiError};
 
-/// Registers every route. `payload_limit` bounds request bodies (larger → 413).
-pub fn configure(cfg: &mut web::ServiceConfig, payload_limit: usize) {
+/// Registers every route. `payload_limit` bounds request bodies (larger → 413); admin routes
+/// exist only when `admin` (an admin token is configured).
+pub fn configure(cfg: &mut web::ServiceConfig, payload_limit: usize, admin: bool) {
+    if admin {
+        cfg.route("/admin/stats", web::get().to(admin_api::stats));
+    }
     // Each shape renders body errors in its own format, so each gets its own JSON config.
     let tei_json = web::JsonConfig::default()
         .limit(payload_limit)

@@ -14,9 +14,21 @@ fn kind_name(kind: ModelKind) -> &'static str {
     }
 }
 
+/// The model block of `/health` and `/admin/stats`.
+pub fn model_health(state: &NodeState) -> ModelHealth {
+    let info = state.backend.info();
+    ModelHealth {
+        id: info.model_id.clone(),
+        architecture: info.architecture.clone(),
+        kind: kind_name(info.kind).into(),
+        device: info.device.clone(),
+        dtype: info.dtype.clone(),
+        quantization: info.quantization.clone(),
+    }
+}
+
 /// `GET /health`: the guide's fields.
 pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
-    let info = state.backend.info();
     let pipeline = match state.node.send(GetPipelineHealth).await {
         Ok(h) => h,
         Err(e) => {
@@ -27,14 +39,7 @@ pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok".into(),
         node_id: state.node_id.clone(),
-        model: ModelHealth {
-            id: info.model_id.clone(),
-            architecture: info.architecture.clone(),
-            kind: kind_name(info.kind).into(),
-            device: info.device.clone(),
-            dtype: info.dtype.clone(),
-            quantization: info.quantization.clone(),
-        },
+        model: model_health(&state),
         micro_batcher: pipeline.micro_batcher,
         distributed_cache: pipeline.distributed_cache,
     })
@@ -72,5 +77,5 @@ pub async fn metrics(state: web::Data<NodeState>) -> HttpResponse {
 
 /// `GET /openapi.json`.
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
+    HttpResponse::Ok().json(rerank_shared::api::openapi::document())
 }

@@ -40,7 +40,23 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A `rerank-node` process, killed when dropped.
+/// The `rerank-node` binary: Cargo's own path inside the node package, else beside the test
+/// executable's directory (other workspace packages' tests: `target/<profile>/rerank-node`).
+pub fn node_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_rerank-node") {
+        return PathBuf::from(path);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(Path::parent)
+                .map(|dir| dir.join("rerank-node"))
+        })
+        .unwrap_or_else(|| PathBuf::from("target/debug/rerank-node"))
+}
+
+/// A server process (`rerank-node` or `rerank-coordinator`), killed when dropped.
 pub struct NodeProcess {
     child: Child,
     pub port: u16,
@@ -50,8 +66,12 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Starts the node binary with `env` and waits until `/health` answers.
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rerank-node"));
+        Self::start_binary(&node_binary(), free_port(), env).await
+    }
+
+    /// Starts `binary` on `port` with `env` and waits until `/health` answers 200.
+    pub async fn start_binary(binary: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(binary);
         cmd.current_dir(workspace_root())
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
@@ -61,7 +81,9 @@ impl NodeProcess {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn rerank-node");
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()));
         let mut node = Self {
             child,
             port,
@@ -76,7 +98,10 @@ impl NodeProcess {
         let started = Instant::now();
         while started.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("rerank-node exited during start-up: {status}");
+                panic!(
+                    "server on port {} exited during start-up: {status}",
+                    self.port
+                );
             }
             if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
                 if r.status().is_success() {
@@ -85,7 +110,10 @@ impl NodeProcess {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("rerank-node did not become healthy within {limit:?}");
+        panic!(
+            "server on port {} did not become healthy within {limit:?}",
+            self.port
+        );
     }
 
     /// Whether the process is still running.

@@ -67,3 +67,21 @@ pub struct Info {
     pub version: String,
     pub node_id: String,
 }
+
+/// A node's `GET /admin/stats`: what the coordinator's `GET /admin/nodes` shows per node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub node_id: String,
+    pub model: ModelHealth,
+    pub micro_batcher: MicroBatcherHealth,
+    pub distributed_cache: DistributedCacheHealth,
+    pub local_cache_entries: u64,
+    pub running_requests: u64,
+    pub queued_requests: u64,
+    pub pairs_requested: u64,
+    pub pairs_computed: u64,
+    pub local_cache_hits: u64,
+    pub redis_hits: u64,
+    pub dedup_hits: u64,
+    pub requests_rejected: u64,
+}

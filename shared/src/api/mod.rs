@@ -2,6 +2,7 @@
 
 pub mod cohere;
 pub mod health;
+pub mod openapi;
 pub mod tei;
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! The OpenAPI 3 description of the client API, served at `GET /openapi.json`.
+//! The OpenAPI 3 description of the client API, served at `GET /openapi.json` by nodes and
+//! the coordinator alike (they serve the same API).
 
 use serde_json::{json, Value};
 

@@ -1,0 +1,271 @@
+//! One node as the coordinator sees it: an HTTP client with a connection pool, the requests in
+//! flight, a latency window, and a health state fed both by periodic `GET /health` checks and
+//! by failures of real requests (passive detection opens the node at once on a connect error).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use actix_web::web::Bytes;
+
+/// How many recent latencies feed the p50/p99 of `GET /admin/nodes`.
+const LATENCY_WINDOW: usize = 1024;
+/// Consecutive 5xx answers after which a node is taken out until a health check passes.
+const SERVER_ERRORS_TO_OPEN: u64 = 3;
+
+/// Health of a node as routing sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Receives traffic.
+    Healthy,
+    /// Failed a health check or a request; skipped until a health check passes.
+    Unhealthy,
+    /// Being removed: no new requests, in-flight ones finish.
+    Draining,
+}
+
+/// Counters shared between a node's actor, the router and the admin API.
+#[derive(Debug)]
+pub struct NodeShared {
+    pub id: String,
+    pub url: String,
+    state: AtomicU8,
+    pub in_flight: AtomicUsize,
+    pub requests: AtomicU64,
+    pub errors: AtomicU64,
+    consecutive_server_errors: AtomicU64,
+    latencies_ms: Mutex<VecDeque<f64>>,
+}
+
+impl NodeShared {
+    /// A node not yet checked (healthy until proven otherwise, so a fresh cluster serves at once).
+    pub fn new(id: String, url: String) -> Self {
+        Self {
+            id,
+            url,
+            state: AtomicU8::new(0),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            consecutive_server_errors: AtomicU64::new(0),
+            latencies_ms: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> NodeState {
+        match self.state.load(Ordering::Acquire) {
+            0 => NodeState::Healthy,
+            1 => NodeState::Unhealthy,
+            _ => NodeState::Draining,
+        }
+    }
+
+    fn set_state(&self, state: NodeState) {
+        // A draining node stays draining whatever its checks say.
+        if self.state() == NodeState::Draining {
+            return;
+        }
+        let value = match state {
+            NodeState::Healthy => 0,
+            NodeState::Unhealthy => 1,
+            NodeState::Draining => 2,
+        };
+        self.state.store(value, Ordering::Release);
+    }
+
+    /// Stops new traffic to the node.
+    pub fn start_draining(&self) {
+        self.state.store(2, Ordering::Release);
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// p50 and p99 of the latency window, in milliseconds.
+    pub fn latency_percentiles(&self) -> (Option<f64>, Option<f64>) {
+        let Ok(window) = self.latencies_ms.lock() else {
+            return (None, None);
+        };
+        if window.is_empty() {
+            return (None, None);
+        }
+        let mut sorted: Vec<f64> = window.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        (Some(at(0.5)), Some(at(0.99)))
+    }
+
+    fn record(&self, latency: Duration, outcome: &Result<ForwardedResponse, ForwardError>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut w) = self.latencies_ms.lock() {
+            if w.len() == LATENCY_WINDOW {
+                w.pop_front();
+            }
+            w.push_back(latency.as_secs_f64() * 1000.0);
+        }
+        match outcome {
+            Ok(r) if r.status >= 500 => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                let n = self
+                    .consecutive_server_errors
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if n >= SERVER_ERRORS_TO_OPEN {
+                    self.set_state(NodeState::Unhealthy);
+                }
+            }
+            Ok(_) => self.consecutive_server_errors.store(0, Ordering::Relaxed),
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.set_state(NodeState::Unhealthy);
+            }
+        }
+    }
+}
+
+/// Forward one client request to this node.
+pub struct Forward {
+    /// Path and query, e.g. `/v1/rerank`.
+    pub path: String,
+    pub body: Bytes,
+    /// Headers passed through (content type, request id, trace context).
+    pub headers: Vec<(String, String)>,
+}
+
+/// A node's answer, passed back to the client as is.
+#[derive(Debug, Clone)]
+pub struct ForwardedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+/// The node could not be reached or did not answer in time (the request may be retried).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{node}: {reason}")]
+pub struct ForwardError {
+    pub node: String,
+    pub reason: String,
+}
+
+impl Message for Forward {
+    type Result = Result<ForwardedResponse, ForwardError>;
+}
+
+/// Response headers worth passing back to clients.
+const PASSED_BACK: &[&str] = &[
+    "content-type",
+    "retry-after",
+    "x-compute-time",
+    "x-tokenization-time",
+    "x-queue-time",
+    "x-inference-time",
+];
+
+/// See the module docs.
+pub struct NodeClient {
+    shared: Arc<NodeShared>,
+    http: reqwest::Client,
+    health_interval: Duration,
+}
+
+impl NodeClient {
+    /// A client for the node in `shared`, checking its health every `health_interval`.
+    pub fn new(shared: Arc<NodeShared>, http: reqwest::Client, health_interval: Duration) -> Self {
+        Self {
+            shared,
+            http,
+            health_interval,
+        }
+    }
+
+    fn check_health(&self, ctx: &mut Context<Self>) {
+        let (http, shared) = (self.http.clone(), self.shared.clone());
+        let timeout = self.health_interval.max(Duration::from_millis(500));
+        let check = async move {
+            let ok = http
+                .get(format!("{}/health", shared.url))
+                .timeout(timeout)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                shared.consecutive_server_errors.store(0, Ordering::Relaxed);
+                shared.set_state(NodeState::Healthy);
+            } else {
+                shared.set_state(NodeState::Unhealthy);
+            }
+        };
+        ctx.spawn(actix::fut::wrap_future(check));
+    }
+}
+
+impl Actor for NodeClient {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.check_health(ctx);
+        ctx.run_interval(self.health_interval, |act, ctx| act.check_health(ctx));
+    }
+}
+
+/// Decrements the in-flight count however a forward ends.
+struct InFlight(Arc<NodeShared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Handler<Forward> for NodeClient {
+    type Result = ResponseFuture<Result<ForwardedResponse, ForwardError>>;
+
+    fn handle(&mut self, msg: Forward, _: &mut Context<Self>) -> Self::Result {
+        let (http, shared) = (self.http.clone(), self.shared.clone());
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(shared.clone());
+        Box::pin(async move {
+            let started = Instant::now();
+            let mut request = http
+                .post(format!("{}{}", shared.url, msg.path))
+                .body(msg.body);
+            for (name, value) in &msg.headers {
+                request = request.header(name, value);
+            }
+            let outcome = async {
+                let response = request.send().await.map_err(|e| ForwardError {
+                    node: shared.id.clone(),
+                    reason: e.to_string(),
+                })?;
+                let status = response.status().as_u16();
+                let headers = PASSED_BACK
+                    .iter()
+                    .filter_map(|h| {
+                        let v = response.headers().get(*h)?.to_str().ok()?;
+                        Some((h.to_string(), v.to_string()))
+                    })
+                    .collect();
+                let body = response.bytes().await.map_err(|e| ForwardError {
+                    node: shared.id.clone(),
+                    reason: format!("reading the answer: {e}"),
+                })?;
+                Ok(ForwardedResponse {
+                    status,
+                    headers,
+                    body,
+                })
+            }
+            .await;
+            shared.record(started.elapsed(), &outcome);
+            drop(guard);
+            outcome
+        })
+    }
+}

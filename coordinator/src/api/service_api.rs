@@ -1,0 +1,52 @@
+//! `GET /health` (the coordinator and a summary of its nodes), `GET /metrics`,
+//! `GET /openapi.json` (the same client API as a node).
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::actors::{ListNodes, NodeState};
+use crate::state::CoordinatorState;
+
+/// `GET /health`: `ok` with every node healthy, `degraded` with some, `unavailable` (503) with
+/// none.
+pub async fn health(state: web::Data<CoordinatorState>) -> HttpResponse {
+    let nodes = state.router.send(ListNodes).await.unwrap_or_default();
+    let healthy = nodes
+        .iter()
+        .filter(|n| n.state == NodeState::Healthy)
+        .count();
+    let status = match healthy {
+        0 => "unavailable",
+        h if h == nodes.len() => "ok",
+        _ => "degraded",
+    };
+    let summary: Vec<_> = nodes
+        .iter()
+        .map(|n| json!({"id": n.id, "url": n.url, "state": n.state}))
+        .collect();
+    let body = json!({
+        "status": status,
+        "role": "coordinator",
+        "routing": state.config.routing,
+        "nodes_total": nodes.len(),
+        "nodes_healthy": healthy,
+        "nodes": summary,
+    });
+    if healthy == 0 {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}
+
+/// `GET /metrics`.
+pub async fn metrics(state: web::Data<CoordinatorState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(rerank_shared::api::openapi::document())
+}

@@ -1,0 +1,35 @@
+//! `rerank-coordinator`: route a cluster's client API to its nodes.
+
+use anyhow::Context;
+use clap::Parser;
+use rerank_shared::config::CoordinatorConfig;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "rerank-coordinator",
+    version,
+    about = "The rerank-cluster gateway"
+)]
+struct Cli {
+    /// Print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = CoordinatorConfig::from_env()?;
+    if cli.print_config {
+        println!("{}", serde_json::to_string_pretty(&config.masked())?);
+        return Ok(());
+    }
+    actix_web::rt::System::new()
+        .block_on(rerank_coordinator::server::serve(config))
+        .context("coordinator stopped")
+}

@@ -1,0 +1,78 @@
+//! Start-up: the router with its static nodes, the registry watcher, HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use actix_web::{middleware::from_fn, web, App, HttpServer};
+use rerank_shared::config::CoordinatorConfig;
+
+use crate::actors::{AddNode, NodeSource, RouterActor, RouterSettings};
+use crate::api;
+use crate::metrics::CoordinatorMetrics;
+use crate::state::CoordinatorState;
+
+/// Why the coordinator could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("http client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("http server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves until stopped.
+pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .connect_timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()?;
+    let router = RouterActor::new(
+        RouterSettings {
+            routing: config.routing,
+            epsilon: config.load_bound_epsilon,
+            virtual_nodes: config.virtual_nodes,
+            health_interval: Duration::from_millis(config.health_check_interval_ms.max(50)),
+        },
+        http.clone(),
+    )
+    .start();
+    for url in config.static_nodes() {
+        let _ = router
+            .send(AddNode {
+                url,
+                source: NodeSource::Static,
+            })
+            .await;
+    }
+    if config.redis_enabled {
+        let client = redis::Client::open(config.redis_url.as_str())?;
+        actix_web::rt::spawn(crate::registry::watch(client, router.clone()));
+    }
+    let state = web::Data::new(CoordinatorState {
+        config: config.clone(),
+        router,
+        http,
+        metrics: Arc::new(CoordinatorMetrics::new()?),
+    });
+    let payload_limit = config.payload_limit;
+    let admin = config.admin_token.is_some();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(crate::observe::http_metrics))
+            .wrap(from_fn(rerank_shared::request_id::request_id))
+            .configure(|cfg| api::configure(cfg, payload_limit, admin))
+    })
+    .bind((config.host.as_str(), config.port))?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, "coordinator listening");
+    }
+    server.run().await?;
+    Ok(())
+}

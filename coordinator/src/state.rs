@@ -1,0 +1,18 @@
+//! What the coordinator's handlers share.
+
+use std::sync::Arc;
+
+use actix::Addr;
+use rerank_shared::config::CoordinatorConfig;
+
+use crate::actors::RouterActor;
+use crate::metrics::CoordinatorMetrics;
+
+/// Shared state of a running coordinator, handed to handlers as `web::Data<CoordinatorState>`.
+pub struct CoordinatorState {
+    pub config: CoordinatorConfig,
+    pub router: Addr<RouterActor>,
+    /// For fetching nodes' `/admin/stats`.
+    pub http: reqwest::Client,
+    pub metrics: Arc<CoordinatorMetrics>,
+}
