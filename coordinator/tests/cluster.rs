@@ -367,3 +367,70 @@ async fn with_every_node_down_clients_get_a_quick_503() {
     assert!(body["message"].is_string(), "{body}");
     assert!(started.elapsed() < Duration::from_secs(5), "no hang");
 }
+
+#[tokio::test]
+async fn nodes_registered_in_redis_join_and_leave_the_ring() {
+    let Some(redis) = common::RedisProcess::start() else {
+        return;
+    };
+    let Some(model) = minilm_dir() else { return };
+    let model = model.to_string_lossy().to_string();
+    let url = redis.url();
+    let node_env = [
+        ("MODEL_PATH", model.as_str()),
+        ("REDIS_ENABLED", "true"),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let a = NodeProcess::start(&node_env).await;
+    let mut b = NodeProcess::start(&node_env).await;
+    let coordinator = NodeProcess::start_binary(
+        Path::new(env!("CARGO_BIN_EXE_rerank-coordinator")),
+        free_port(),
+        &[
+            ("REDIS_ENABLED", "true"),
+            ("REDIS_URL", url.as_str()),
+            ("ADMIN_TOKEN", TOKEN),
+            ("HEALTH_CHECK_INTERVAL_MS", "200"),
+        ],
+    )
+    .await;
+    let ring = || async {
+        let r = reqwest::Client::new()
+            .get(format!("{}/admin/ring", coordinator.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("sent");
+        let v: Value = r.json().await.expect("json");
+        v["shares"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let started = Instant::now();
+    while ring().await.len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "registered nodes never joined"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/rerank", coordinator.base))
+        .json(&json!({"query": "q", "texts": ["a", "b"]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    b.kill();
+    let gone = format!("127.0.0.1:{}", b.port);
+    let started = Instant::now();
+    while ring().await.contains(&gone) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "an expired registration never left"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(ring().await, vec![format!("127.0.0.1:{}", a.port)]);
+}
