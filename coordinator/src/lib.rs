@@ -7,7 +7,7 @@
 //!   detection).
 //! - [`api`]: the client API routed with failover, the admin API, health/metrics/OpenAPI.
 //! - [`registry`]: nodes joining and leaving through their Redis registrations.
-//! - [`metrics`], [`observe`]: Prometheus metrics and the middleware that records them.
+//! - [`metrics`]: Prometheus metrics (HTTP ones recorded by `rerank_shared::telemetry`).
 //! - [`state`]: what handlers share; [`server`]: start-up.
 //!
 //! The ring itself (consistent hashing with bounded load) lives in `rerank_shared::hash_ring`.
@@ -15,7 +15,6 @@
 pub mod actors;
 pub mod api;
 pub mod metrics;
-pub mod observe;
 pub mod registry;
 pub mod server;
 pub mod state;

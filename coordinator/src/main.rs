@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::Parser;
 use rerank_shared::config::CoordinatorConfig;
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -18,11 +17,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    rerank_shared::telemetry::init_logging();
     let cli = Cli::parse();
     let config = CoordinatorConfig::from_env()?;
     if cli.print_config {

@@ -54,18 +54,21 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
         let client = redis::Client::open(config.redis_url.as_str())?;
         actix_web::rt::spawn(crate::registry::watch(client, router.clone()));
     }
+    let metrics = Arc::new(CoordinatorMetrics::new()?);
+    let http_metrics = web::Data::from(metrics.http.clone());
     let state = web::Data::new(CoordinatorState {
         config: config.clone(),
         router,
         http,
-        metrics: Arc::new(CoordinatorMetrics::new()?),
+        metrics,
     });
     let payload_limit = config.payload_limit;
     let admin = config.admin_token.is_some();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(from_fn(crate::observe::http_metrics))
+            .app_data(http_metrics.clone())
+            .wrap(from_fn(rerank_shared::telemetry::http_metrics))
             .wrap(from_fn(rerank_shared::request_id::request_id))
             .configure(|cfg| api::configure(cfg, payload_limit, admin))
     })

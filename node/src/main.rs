@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rerank_node::bench::{self, BenchSettings};
 use rerank_shared::config::{NodeConfig, DEFAULT_MODEL_PATH};
-use tracing_subscriber::EnvFilter;
 
 // Encoder forward passes allocate large, short-lived tensors; mimalloc keeps them from
 // churning page faults the way glibc malloc's mmap threshold does.
@@ -65,11 +64,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    rerank_shared::telemetry::init_logging();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -1,17 +1,17 @@
 //! Prometheus metrics of a node, registered in one registry that `GET /metrics` renders.
 
+use std::sync::Arc;
+
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
 };
+use rerank_shared::telemetry::{render, seconds_buckets, HttpMetrics};
 
 /// The node's metrics. Names are prefixed `rerank_` and documented in the README.
 pub struct NodeMetrics {
     registry: Registry,
-    /// HTTP requests by route pattern and status code.
-    pub requests: IntCounterVec,
-    /// Wall time of HTTP requests by route pattern.
-    pub request_duration: HistogramVec,
+    /// HTTP requests and their wall time (`rerank_http_*`).
+    pub http: Arc<HttpMetrics>,
     /// (query, document) pairs asked for.
     pub pairs_requested: IntCounter,
     /// Pairs that went through the model.
@@ -54,30 +54,11 @@ pub struct NodeMetrics {
     pub dedup_waits: IntCounterVec,
 }
 
-fn seconds_buckets() -> Vec<f64> {
-    // 0.5 ms … ~33 s.
-    exponential_buckets(0.0005, 2.0, 17).unwrap_or_default()
-}
-
 impl NodeMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "rerank_http_requests_total",
-                "HTTP requests by route and status",
-            ),
-            &["route", "status"],
-        )?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "rerank_http_request_duration_seconds",
-                "HTTP request wall time",
-            )
-            .buckets(seconds_buckets()),
-            &["route"],
-        )?;
+        let http = Arc::new(HttpMetrics::register(&registry, "rerank_http")?);
         let pairs_requested = IntCounter::new(
             "rerank_pairs_requested_total",
             "Query-document pairs requested",
@@ -185,8 +166,6 @@ impl NodeMetrics {
         for h in [&batch_requests, &batch_pairs, &batch_tokens] {
             registry.register(Box::new(h.clone()))?;
         }
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(pairs_requested.clone()))?;
         registry.register(Box::new(pairs_computed.clone()))?;
         registry.register(Box::new(tokens_computed.clone()))?;
@@ -195,8 +174,7 @@ impl NodeMetrics {
         registry.register(Box::new(tokenization_time.clone()))?;
         Ok(Self {
             registry,
-            requests,
-            request_duration,
+            http,
             pairs_requested,
             pairs_computed,
             tokens_computed,
@@ -222,9 +200,6 @@ impl NodeMetrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        // Encoding into a Vec cannot fail for well-formed metric families.
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
-        String::from_utf8(buffer).unwrap_or_default()
+        render(&self.registry)
     }
 }

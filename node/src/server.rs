@@ -185,6 +185,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
         .clone()
         .unwrap_or_else(|| default_node_id(config.port));
     let node = start_actors(&config, &node_id, &model, metrics.clone())?;
+    let http_metrics = web::Data::from(metrics.http.clone());
     let state = web::Data::new(NodeState {
         node_id,
         backend: model.backend.clone(),
@@ -197,7 +198,8 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .wrap(from_fn(api::middleware::http_metrics))
+            .app_data(http_metrics.clone())
+            .wrap(from_fn(rerank_shared::telemetry::http_metrics))
             .wrap(from_fn(rerank_shared::request_id::request_id))
             .configure(|cfg| api::configure(cfg, payload_limit, admin))
     })

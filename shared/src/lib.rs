@@ -10,6 +10,7 @@
 //!   original guide (`PORT`, `REDIS_ENABLED`, …), validated at start-up.
 //! - [`hash_ring`]: the coordinator's consistent-hash ring with bounded loads.
 //! - [`admin_auth`]: the bearer-token check of admin endpoints.
+//! - [`telemetry`]: logging set-up and the HTTP metrics middleware both servers run.
 //! - [`request_id`]: the `x-request-id` middleware both servers run.
 //! - [`pair_key`]: cache keys of (model configuration, query, document, truncation) pairs,
 //!   identical on every node so that nodes can share results.
@@ -20,3 +21,4 @@ pub mod config;
 pub mod hash_ring;
 pub mod pair_key;
 pub mod request_id;
+pub mod telemetry;

@@ -5,14 +5,12 @@
 //! - [`service_api`]: `/health`, `/info`, `/metrics`, `/openapi.json`.
 //! - [`admin_api`]: `GET /admin/stats`, only with `ADMIN_TOKEN`.
 //! - [`error`]: error kinds → status codes, and the two error body formats.
-//! - [`middleware`]: HTTP metrics.
 //! - [`disconnect`]: noticing clients that went away, so their queued pairs can be dropped.
 
 pub mod admin_api;
 pub mod cohere_api;
 pub mod disconnect;
 pub mod error;
-pub mod middleware;
 pub mod service_api;
 pub mod tei_api;
 
