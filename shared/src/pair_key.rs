@@ -91,6 +91,7 @@ mod tests {
         let m = ModelFingerprint::new("m", 42, "none", 512);
         let k = PairKey::new(&m, "q", "d", &t());
         // A fixed value: a change here would orphan every shared cache entry.
+        assert_eq!(k.to_string(), "6ecf5c34362917332017f2ccbcbb65a8");
         assert_eq!(m.as_str().len(), 32);
         assert_eq!(
             k,
