@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Starts a rerank-cluster node (ROLE=node, the default).
+# Starts a rerank-cluster node (ROLE=node, the default) or coordinator (ROLE=coordinator).
 #
 #   ./start_reranker.sh              run in the foreground (Ctrl-C stops it)
 #   ./start_reranker.sh daemon       run in the background; pid and log under $RUN_DIR
@@ -14,7 +14,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 command="${1:-foreground}"
 role="${ROLE:-node}"
-port="${PORT:-8000}"
+if [ "$role" = coordinator ]; then default_port=8080; else default_port=8000; fi
+port="${PORT:-$default_port}"
 run_dir="${RUN_DIR:-$root/run}"
 name="rerank-$role-$port"
 pid_file="$run_dir/$name.pid"
@@ -46,6 +47,14 @@ running_pid() {
   echo "$pid"
 }
 
+case "$role" in
+  node|coordinator) ;;
+  *) echo "ROLE must be node or coordinator, not '$role'" >&2; exit 64 ;;
+esac
+
+# Any HTTP answer means the process is up (a coordinator with no healthy node answers 503).
+answers() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health" 2>/dev/null)" != 000 ]; }
+
 case "$command" in
   foreground|run)
     ensure_binary; ensure_model
@@ -59,7 +68,7 @@ case "$command" in
     echo $! >"$pid_file"
     for _ in $(seq 1 120); do
       if ! running_pid >/dev/null; then echo "$name exited; see $log_file" >&2; tail -n 20 "$log_file" >&2; exit 1; fi
-      if curl -fsS "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+      if answers; then
         echo "$name running (pid $(cat "$pid_file")) on port $port; log: $log_file"; exit 0
       fi
       sleep 0.5
@@ -79,7 +88,8 @@ case "$command" in
   status)
     if pid="$(running_pid)"; then
       echo "$name running (pid $pid)"
-      curl -fsS "http://127.0.0.1:$port/health" && echo || { echo "but /health does not answer" >&2; exit 2; }
+      answers || { echo "but /health does not answer" >&2; exit 2; }
+      curl -sS "http://127.0.0.1:$port/health"; echo
     else
       echo "$name not running"; exit 1
     fi

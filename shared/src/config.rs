@@ -502,3 +502,32 @@ mod tests {
         assert_eq!(m.redis_url, "redis://user:***@host:6379/0");
     }
 }
+
+#[cfg(test)]
+mod shipped_files {
+    use super::*;
+
+    /// Every TOML file shipped in `configs/` loads with the struct of its role.
+    #[test]
+    fn shipped_config_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut files = vec![dir.join("node.toml"), dir.join("coordinator.toml")];
+        for entry in std::fs::read_dir(dir.join("cluster")).expect("configs/cluster") {
+            files.push(entry.expect("entry").path());
+        }
+        for file in files {
+            let name = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let env = HashMap::new();
+            let loaded = if name.starts_with("coordinator") {
+                CoordinatorConfig::load(Some(&file), &env).map(|_| ())
+            } else {
+                NodeConfig::load(Some(&file), &env).map(|_| ())
+            };
+            assert!(loaded.is_ok(), "{}: {:?}", file.display(), loaded.err());
+        }
+    }
+}
