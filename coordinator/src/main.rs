@@ -17,14 +17,17 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    rerank_shared::telemetry::init_logging();
     let cli = Cli::parse();
     let config = CoordinatorConfig::from_env()?;
     if cli.print_config {
         println!("{}", serde_json::to_string_pretty(&config.masked())?);
         return Ok(());
     }
-    actix_web::rt::System::new()
-        .block_on(rerank_coordinator::server::serve(config))
-        .context("coordinator stopped")
+    let telemetry = rerank_shared::telemetry::init(
+        "rerank-coordinator",
+        config.otel_exporter_otlp_endpoint.as_deref(),
+    );
+    let served = actix_web::rt::System::new().block_on(rerank_coordinator::server::serve(config));
+    telemetry.shutdown();
+    served.context("coordinator stopped")
 }

@@ -25,6 +25,14 @@ pub enum CoordinatorError {
     Io(#[from] std::io::Error),
 }
 
+/// Runs each request in a `gateway.request` span (continuing the client's trace, if any).
+async fn traced_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    rerank_shared::telemetry::traced("gateway.request", req, next).await
+}
+
 /// Serves until stopped.
 pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
     let http = reqwest::Client::builder()
@@ -69,6 +77,7 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
             .app_data(state.clone())
             .app_data(http_metrics.clone())
             .wrap(from_fn(rerank_shared::telemetry::http_metrics))
+            .wrap(from_fn(traced_request))
             .wrap(from_fn(rerank_shared::request_id::request_id))
             .configure(|cfg| api::configure(cfg, payload_limit, admin))
     })

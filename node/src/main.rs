@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rerank_node::bench::{self, BenchSettings};
 use rerank_shared::config::{NodeConfig, DEFAULT_MODEL_PATH};
+use rerank_shared::telemetry;
 
 // Encoder forward passes allocate large, short-lived tensors; mimalloc keeps them from
 // churning page faults the way glibc malloc's mmap threshold does.
@@ -64,7 +65,6 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    rerank_shared::telemetry::init_logging();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -73,9 +73,11 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&config.masked())?);
                 return Ok(());
             }
-            actix_web::rt::System::new()
-                .block_on(rerank_node::server::serve(config))
-                .context("node stopped")
+            let telemetry =
+                telemetry::init("rerank-node", config.otel_exporter_otlp_endpoint.as_deref());
+            let served = actix_web::rt::System::new().block_on(rerank_node::server::serve(config));
+            telemetry.shutdown();
+            served.context("node stopped")
         }
         Command::Bench {
             encoder_dir,
@@ -89,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             torch_threads,
             json,
         } => {
+            let _telemetry = telemetry::init("rerank-node", None);
             let settings = BenchSettings {
                 encoder_dir,
                 work_dir,

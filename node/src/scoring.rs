@@ -54,6 +54,7 @@ pub async fn score_documents(
         documents,
         options,
         cancel: cancel.clone(),
+        span: tracing::Span::current(),
     });
     tokio::select! {
         outcome = request => Ok(outcome.map_err(|e| {

@@ -167,6 +167,14 @@ fn default_node_id(port: u16) -> String {
     format!("{host}:{port}")
 }
 
+/// Runs each request in a `node.request` span continuing the caller's trace.
+async fn traced_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    rerank_shared::telemetry::traced("node.request", req, next).await
+}
+
 /// Loads the model and serves until the server is stopped (SIGINT/SIGTERM).
 pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     let model = load_backend(&config).await?;
@@ -200,6 +208,7 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
             .app_data(state.clone())
             .app_data(http_metrics.clone())
             .wrap(from_fn(rerank_shared::telemetry::http_metrics))
+            .wrap(from_fn(traced_request))
             .wrap(from_fn(rerank_shared::request_id::request_id))
             .configure(|cfg| api::configure(cfg, payload_limit, admin))
     })

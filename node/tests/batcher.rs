@@ -113,6 +113,7 @@ impl Harness {
             .send(Enqueue {
                 items,
                 cancel: cancel.clone(),
+                span: tracing::Span::none(),
             })
             .await
             .expect("batcher alive")

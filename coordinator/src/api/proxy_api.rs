@@ -13,6 +13,9 @@ use rerank_shared::hash_ring::request_key;
 use rerank_shared::request_id::RequestId;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::{info_span, Instrument};
+
+use rerank_shared::telemetry::trace_headers;
 
 use crate::actors::{Forward, ForwardedResponse, Route};
 use crate::state::CoordinatorState;
@@ -38,8 +41,8 @@ struct RoutingFields {
 /// The header naming the node that answered (for operators and affinity tests).
 pub const SERVED_BY_HEADER: &str = "x-served-by";
 
-/// Request headers passed on to nodes.
-const PASSED_ON: &[&str] = &["content-type", "traceparent", "tracestate"];
+/// Request headers passed on to nodes (the trace context is the coordinator's own span's).
+const PASSED_ON: &[&str] = &["content-type"];
 
 fn error_response(shape: Shape, status: StatusCode, message: String) -> HttpResponse {
     let body = match shape {
@@ -124,7 +127,12 @@ async fn proxy(
         fields.model.as_deref().unwrap_or(""),
         fields.query.as_deref().unwrap_or(""),
     );
-    let candidates = state.router.send(Route { key }).await.unwrap_or_default();
+    let candidates = state
+        .router
+        .send(Route { key })
+        .instrument(info_span!("route", routing = ?cfg.routing))
+        .await
+        .unwrap_or_default();
     if candidates.is_empty() {
         return error_response(
             shape,
@@ -149,21 +157,24 @@ async fn proxy(
     let attempt_timeout = Duration::from_millis(cfg.request_timeout_ms);
     let mut last_answer: Option<(ForwardedResponse, String)> = None;
     let mut failures: Vec<String> = Vec::new();
-    for candidate in candidates.iter().take(cfg.max_attempts) {
+    for (attempt, candidate) in candidates.iter().take(cfg.max_attempts).enumerate() {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             failures.push("total timeout reached".into());
             break;
         }
         let node = candidate.shared.id.clone();
+        let span = info_span!("forward", node = %node, attempt = attempt + 1);
+        let mut attempt_headers = headers.clone();
+        attempt_headers.extend(trace_headers(&span));
         let forward = Forward {
             path: path.to_string(),
             body: body.clone(),
-            headers: headers.clone(),
+            headers: attempt_headers,
         };
         let outcome = tokio::time::timeout(
             remaining.min(attempt_timeout),
-            candidate.client.send(forward),
+            candidate.client.send(forward).instrument(span),
         )
         .await;
         let attempts = &state.metrics.attempts;

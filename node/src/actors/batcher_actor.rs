@@ -76,6 +76,9 @@ pub struct Enqueue {
     pub items: Vec<(PairKey, EncodedPair)>,
     /// Cancelled when the requesting client is gone.
     pub cancel: CancellationToken,
+    /// The requester's span; the forward pass that computes its pairs is traced under the
+    /// span of the flush's first request.
+    pub span: tracing::Span,
 }
 
 impl Message for Enqueue {
@@ -126,6 +129,7 @@ struct QueuedRequest {
     keys: Vec<PairKey>,
     tokens: usize,
     arrived: Instant,
+    span: tracing::Span,
 }
 
 /// See the module docs.
@@ -264,11 +268,19 @@ impl BatcherActor {
             self.metrics.batch_pairs.observe(pairs.len() as f64);
             self.metrics.batch_tokens.observe(tokens as f64);
             self.busy = true;
+            let forward_span = tracing::info_span!(
+                parent: &requests[0].span,
+                "model.forward",
+                batch.requests = requests.len(),
+                batch.pairs = pairs.len(),
+                batch.tokens = tokens,
+            );
             let send = self.model.send(ScorePairs {
                 pairs,
                 enqueued_at: std::time::Instant::now(),
             });
             ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
+                drop(forward_span); // the span covers the model's queue and its forward passes
                 let outcome = match result {
                     Ok(Ok(scored)) => Ok(scored),
                     Ok(Err(e)) => Err(ComputeError::Model(e.to_string())),
@@ -375,6 +387,7 @@ impl Handler<Enqueue> for BatcherActor {
                 keys: new_keys,
                 tokens,
                 arrived: now,
+                span: msg.span,
             });
             self.pending_tokens += tokens;
         }

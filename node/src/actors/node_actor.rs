@@ -16,6 +16,8 @@ use futures_util::future::join_all;
 use rerank_shared::api::health::{DistributedCacheHealth, MicroBatcherHealth};
 use rerank_shared::pair_key::{ModelFingerprint, PairKey, TruncationKey};
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::{info_span, Instrument};
 
 use super::batcher_actor::{BatcherActor, BatcherSettings, BatcherStats, ComputeError, Enqueue};
 use crate::admission::{Admission, Overloaded};
@@ -30,6 +32,9 @@ pub struct Rerank {
     pub options: TruncationOptions,
     /// Cancelled when the client is gone.
     pub cancel: CancellationToken,
+    /// The HTTP request's span: the pipeline's spans (cache, dedup wait, batch queue, model
+    /// forward) are its children.
+    pub span: tracing::Span,
 }
 
 /// Raw scores of a request's pairs and where its time went.
@@ -151,13 +156,17 @@ impl Handler<Rerank> for NodeActor {
 
     fn handle(&mut self, msg: Rerank, _: &mut Context<Self>) -> Self::Result {
         let pipeline = self.pipeline.clone();
-        Box::pin(async move {
-            let cancel = msg.cancel.clone();
-            tokio::select! {
-                outcome = pipeline.rerank(msg) => outcome,
-                _ = cancel.cancelled() => Err(RerankError::Cancelled),
+        let span = msg.span.clone();
+        Box::pin(
+            async move {
+                let cancel = msg.cancel.clone();
+                tokio::select! {
+                    outcome = pipeline.rerank(msg) => outcome,
+                    _ = cancel.cancelled() => Err(RerankError::Cancelled),
+                }
             }
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -258,6 +267,7 @@ impl Pipeline {
         let mut scores: Scores = HashMap::new();
         let mut seen: HashSet<PairKey> = HashSet::new();
         let mut missing: Vec<usize> = Vec::new();
+        let local_span = info_span!("cache.local", pairs = keys.len(), hits = Empty).entered();
         for (i, key) in keys.iter().enumerate() {
             if !seen.insert(*key) {
                 continue;
@@ -270,6 +280,8 @@ impl Pipeline {
             }
         }
         let cache_hits = scores.len();
+        local_span.record("hits", cache_hits);
+        drop(local_span);
         self.metrics.local_cache_hits.inc_by(cache_hits as u64);
         self.metrics.local_cache_misses.inc_by(missing.len() as u64);
 
@@ -322,7 +334,10 @@ impl Pipeline {
     ) -> Result<(), RerankError> {
         let missing_keys: Vec<PairKey> = missing.iter().map(|&i| keys[i]).collect();
         let mut unresolved = Vec::new();
-        for (&i, found) in missing.iter().zip(shared.get_many(&missing_keys).await) {
+        let lookup = shared
+            .get_many(&missing_keys)
+            .instrument(info_span!("cache.redis", pairs = missing_keys.len()));
+        for (&i, found) in missing.iter().zip(lookup.await) {
             match found {
                 Some(value) => {
                     self.cache.insert(keys[i], value);
@@ -336,18 +351,24 @@ impl Pipeline {
         }
         let token = uuid::Uuid::new_v4().to_string();
         let unresolved_keys: Vec<PairKey> = unresolved.iter().map(|&i| keys[i]).collect();
-        let (owned, foreign): (Vec<usize>, Vec<usize>) =
-            match shared.try_lock_many(&unresolved_keys, &token).await {
-                Some(flags) => {
-                    let (o, f): (Vec<_>, Vec<_>) =
-                        unresolved.iter().zip(flags).partition(|(_, won)| *won);
-                    (
-                        o.into_iter().map(|(i, _)| *i).collect(),
-                        f.into_iter().map(|(i, _)| *i).collect(),
-                    )
-                }
-                None => (unresolved, Vec::new()),
-            };
+        let (owned, foreign): (Vec<usize>, Vec<usize>) = match shared
+            .try_lock_many(&unresolved_keys, &token)
+            .instrument(info_span!(
+                "cache.redis.lock",
+                pairs = unresolved_keys.len()
+            ))
+            .await
+        {
+            Some(flags) => {
+                let (o, f): (Vec<_>, Vec<_>) =
+                    unresolved.iter().zip(flags).partition(|(_, won)| *won);
+                (
+                    o.into_iter().map(|(i, _)| *i).collect(),
+                    f.into_iter().map(|(i, _)| *i).collect(),
+                )
+            }
+            None => (unresolved, Vec::new()),
+        };
         let mut lock = LockRelease {
             shared: shared.clone(),
             keys: owned.iter().map(|&i| keys[i]).collect(),
@@ -401,6 +422,7 @@ impl Pipeline {
             let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
             backend.encode(&query, &docs, &opts)
         })
+        .instrument(info_span!("tokenize", pairs = indices.len()))
         .await
         .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
         timings.tokenization = tokenize_started.elapsed();
@@ -414,11 +436,15 @@ impl Pipeline {
             .send(Enqueue {
                 items,
                 cancel: msg.cancel.clone(),
+                span: tracing::Span::current(),
             })
             .await
             .map_err(|e| RerankError::Internal(format!("batcher unavailable: {e}")))?;
         let mut computed = Vec::with_capacity(indices.len());
-        for (&i, received) in indices.iter().zip(join_all(receivers).await) {
+        let received_all = join_all(receivers)
+            .instrument(info_span!("batch.queue", pairs = indices.len()))
+            .await;
+        for (&i, received) in indices.iter().zip(received_all) {
             let scored =
                 received.map_err(|_| RerankError::Internal("batcher dropped a pair".into()))??;
             timings.queue = timings.queue.max(scored.queue_time);
