@@ -9,9 +9,23 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Parses one of a fixed set of names, with an error that lists them (config errors must say
+/// what is allowed, not only what was wrong).
+fn parse_choice<T: Copy>(value: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    let wanted = value.trim().to_ascii_lowercase();
+    choices
+        .iter()
+        .find(|(name, _)| *name == wanted)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            format!("{value:?} is not one of: {}", names.join(", "))
+        })
+}
+
 /// Which device runs the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum DeviceChoice {
     /// CUDA when the binary was built with it and a GPU is present, else CPU.
     #[default]
@@ -20,15 +34,46 @@ pub enum DeviceChoice {
     Cuda,
 }
 
+impl TryFrom<String> for DeviceChoice {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        parse_choice(
+            &value,
+            &[
+                ("auto", Self::Auto),
+                ("cpu", Self::Cpu),
+                ("cuda", Self::Cuda),
+            ],
+        )
+    }
+}
+
 /// Weight precision asked for with `QUANTIZATION`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum Quantization {
     #[default]
     None,
     Bf16,
     F16,
     Int8,
+}
+
+impl TryFrom<String> for Quantization {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        parse_choice(
+            &value,
+            &[
+                ("none", Self::None),
+                ("bf16", Self::Bf16),
+                ("f16", Self::F16),
+                ("int8", Self::Int8),
+            ],
+        )
+    }
 }
 
 impl Quantization {
@@ -277,13 +322,27 @@ where
 
 /// How the coordinator picks a node.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", try_from = "String")]
 pub enum Routing {
     /// Same query → same node (warm caches), with bounded load.
     #[default]
     ConsistentHash,
     /// Nodes in turn (the baseline to measure affinity against).
     RoundRobin,
+}
+
+impl TryFrom<String> for Routing {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        parse_choice(
+            &value,
+            &[
+                ("consistent_hash", Self::ConsistentHash),
+                ("round_robin", Self::RoundRobin),
+            ],
+        )
+    }
 }
 
 /// Every setting of a coordinator. Field names are the lower-case environment names.
@@ -483,7 +542,20 @@ mod tests {
     #[test]
     fn invalid_values_name_the_key() {
         let err = NodeConfig::load(None, &env(&[("QUANTIZATION", "int4")])).unwrap_err();
-        assert!(err.to_string().contains("int4"), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("int4") && message.contains("quantization"),
+            "{message}"
+        );
+        assert!(
+            message.contains("none, bf16, f16, int8"),
+            "the allowed values: {message}"
+        );
+        let err = CoordinatorConfig::load(None, &env(&[("ROUTING", "random")])).unwrap_err();
+        assert!(
+            err.to_string().contains("consistent_hash, round_robin"),
+            "{err}"
+        );
         let err = NodeConfig::load(None, &env(&[("MAX_PARALLEL_REQUESTS", "0")])).unwrap_err();
         assert!(err.to_string().contains("MAX_PARALLEL_REQUESTS"), "{err}");
         let err = NodeConfig::load(None, &env(&[("PORT", "eighty")])).unwrap_err();
