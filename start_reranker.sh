@@ -23,10 +23,11 @@ log_file="$run_dir/$name.log"
 profile="${CARGO_PROFILE:-release}"
 bin="${RERANK_BIN:-$root/target/$profile/rerank-$role}"
 
+# Builds (or brings up to date: a no-op when nothing changed) unless RERANK_BIN names a binary.
 ensure_binary() {
-  if [ ! -x "$bin" ]; then
-    echo "building rerank-$role ($profile; the first build takes a few minutes)" >&2
-    cargo build --profile "$profile" --bin "rerank-$role" >&2
+  if [ -z "${RERANK_BIN:-}" ]; then
+    [ -x "$bin" ] || echo "building rerank-$role ($profile; the first build takes a few minutes)" >&2
+    cargo build --quiet --profile "$profile" --bin "rerank-$role" >&2
   fi
 }
 
