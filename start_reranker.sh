@@ -21,7 +21,8 @@ name="rerank-$role-$port"
 pid_file="$run_dir/$name.pid"
 log_file="$run_dir/$name.log"
 profile="${CARGO_PROFILE:-release}"
-bin="${RERANK_BIN:-$root/target/$profile/rerank-$role}"
+if [ "$profile" = dev ]; then profile_dir=debug; else profile_dir="$profile"; fi
+bin="${RERANK_BIN:-${CARGO_TARGET_DIR:-$root/target}/$profile_dir/rerank-$role}"
 
 # Builds (or brings up to date: a no-op when nothing changed) unless RERANK_BIN names a binary.
 ensure_binary() {
