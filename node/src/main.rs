@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rerank_node::bench::{self, BenchSettings};
-use rerank_shared::config::{NodeConfig, DEFAULT_MODEL_PATH};
+use rerank_shared::config::{NodeConfig, Quantization, DEFAULT_MODEL_PATH};
 use rerank_shared::telemetry;
 
 // Encoder forward passes allocate large, short-lived tensors; mimalloc keeps them from
@@ -61,6 +61,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Precision of our engine: none, bf16, f16, int8.
+        #[arg(long, default_value = "none")]
+        quantization: String,
     },
 }
 
@@ -90,6 +93,7 @@ fn main() -> anyhow::Result<()> {
             no_torch,
             torch_threads,
             json,
+            quantization,
         } => {
             let _telemetry = telemetry::init("rerank-node", None);
             let settings = BenchSettings {
@@ -101,6 +105,9 @@ fn main() -> anyhow::Result<()> {
                 max_batch_tokens,
                 python: (!no_torch).then_some(python),
                 torch_threads,
+                precision: rerank_node::server::precision_of(
+                    Quantization::try_from(quantization).map_err(anyhow::Error::msg)?,
+                ),
             };
             let report = bench::run(&settings).context("benchmark failed")?;
             if json {

@@ -15,7 +15,7 @@ use crate::actors::{
 use crate::api;
 use crate::cache::{LocalScoreCache, SharedCacheSettings, SharedScoreCache};
 use crate::engine::{
-    CandleReranker, EngineError, LoadOptions, ModelFiles, ModelSource, RerankBackend,
+    CandleReranker, EngineError, LoadOptions, ModelFiles, ModelSource, Precision, RerankBackend,
 };
 use crate::metrics::NodeMetrics;
 use crate::state::NodeState;
@@ -59,16 +59,16 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
         ModelChoice::HubId(id) => ModelSource::Hub(id),
     };
     let files = ModelFiles::resolve(&source).await?;
-    if config.quantization != Quantization::None || config.enable_mixed_precision {
+    if config.enable_mixed_precision {
         tracing::warn!(
-            requested = config.quantization.as_str(),
-            mixed_precision = config.enable_mixed_precision,
-            "reduced precision is not available in this build yet; running float32 (see /health.model)"
+            "ENABLE_MIXED_PRECISION has no effect on this build's CPU path (f32 activations \
+             are faster than candle's bf16/f16 there); use QUANTIZATION to trade accuracy for memory"
         );
     }
     let options = LoadOptions {
         device: select_device(config.device)?,
         max_batch_tokens: config.max_batch_tokens,
+        precision: precision_of(config.quantization),
     };
     let (backend, weights_hash) = web::block(move || {
         let backend = CandleReranker::load(&files, &options)?;
@@ -152,6 +152,16 @@ pub fn start_actors(
         metrics,
     };
     Ok(NodeActor::new(parts, settings).start())
+}
+
+/// The engine precision for a `QUANTIZATION` setting.
+pub fn precision_of(q: Quantization) -> Precision {
+    match q {
+        Quantization::None => Precision::F32,
+        Quantization::Bf16 => Precision::Bf16,
+        Quantization::F16 => Precision::F16,
+        Quantization::Int8 => Precision::Int8,
+    }
 }
 
 fn default_node_id(port: u16) -> String {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use rerank_node::engine::heads::raw_score;
 use rerank_node::engine::{
-    CandleReranker, EncodedPair, EngineError, LoadOptions, ModelFiles, RerankBackend,
+    CandleReranker, EncodedPair, EngineError, LoadOptions, ModelFiles, Precision, RerankBackend,
     TruncationOptions,
 };
 use rerank_shared::api::TruncationDirection;
@@ -66,6 +66,7 @@ fn load(dir: &Path) -> CandleReranker {
         &LoadOptions {
             device: Device::Cpu,
             max_batch_tokens: 4096,
+            precision: Precision::F32,
         },
     )
     .expect("model loads")
@@ -180,6 +181,7 @@ fn unsupported_architecture_names_the_supported_ones() {
         &LoadOptions {
             device: Device::Cpu,
             max_batch_tokens: 1024,
+            precision: Precision::F32,
         },
     )
     .err()

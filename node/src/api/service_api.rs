@@ -63,6 +63,7 @@ pub async fn info(state: web::Data<NodeState>) -> HttpResponse {
         max_parallel_requests: cfg.max_parallel_requests,
         num_labels: info.num_labels,
         pooling: info.pooling.clone(),
+        weight_bytes: info.weight_bytes,
         version: env!("CARGO_PKG_VERSION").into(),
         node_id: state.node_id.clone(),
     })

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::engine::{
-    CandleReranker, EngineError, LoadOptions, ModelFiles, RerankBackend, TruncationOptions,
+    CandleReranker, EngineError, LoadOptions, ModelFiles, Precision, RerankBackend,
+    TruncationOptions,
 };
 
 /// What to benchmark.
@@ -33,6 +34,8 @@ pub struct BenchSettings {
     /// Also run `scripts/bench_torch.py` with this interpreter (skipped when `None`).
     pub python: Option<String>,
     pub torch_threads: usize,
+    /// Precision of our engine's run.
+    pub precision: Precision,
 }
 
 /// The query/documents file both engines read.
@@ -285,6 +288,7 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
         &LoadOptions {
             device: Device::Cpu,
             max_batch_tokens: settings.max_batch_tokens,
+            precision: settings.precision,
         },
     )?;
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();

@@ -5,9 +5,10 @@
 //! RoBERTa position offset, and runs three projections where one fused QKV matmul does.
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::hf_config::{HfConfig, HiddenAct};
+use super::precision::{Precision, Projection};
 use super::EngineError;
 
 /// The additive mask value for padded keys: finite in every dtype we run, and far enough below
@@ -121,15 +122,15 @@ impl Embeddings {
 
 struct SelfAttention {
     /// Query, key and value projections fused into one (3h × h) matmul.
-    qkv: Linear,
-    output: Linear,
+    qkv: Projection,
+    output: Projection,
     layer_norm: LayerNorm,
     heads: usize,
     head_dim: usize,
 }
 
 impl SelfAttention {
-    fn load(vb: VarBuilder, cfg: &HfConfig) -> Result<Self, EngineError> {
+    fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
         let h = cfg.hidden_size;
         if !h.is_multiple_of(cfg.num_attention_heads) {
             return Err(EngineError::InvalidModel(format!(
@@ -144,14 +145,15 @@ impl SelfAttention {
         let (qw, qb) = part("query")?;
         let (kw, kb) = part("key")?;
         let (vw, vbias) = part("value")?;
-        let qkv = Linear::new(
+        let qkv = Projection::new(
             Tensor::cat(&[qw, kw, vw], 0)?,
             Some(Tensor::cat(&[qb, kb, vbias], 0)?),
-        );
+            precision,
+        )?;
         let out = vb.pp("output");
         Ok(Self {
             qkv,
-            output: candle_nn::linear(h, h, out.pp("dense"))?,
+            output: projection(out.pp("dense"), h, h, precision)?,
             layer_norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, out.pp("LayerNorm"))?,
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
@@ -180,18 +182,18 @@ impl SelfAttention {
 }
 
 struct FeedForward {
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Projection,
+    output: Projection,
     layer_norm: LayerNorm,
     act: HiddenAct,
 }
 
 impl FeedForward {
-    fn load(vb: VarBuilder, cfg: &HfConfig) -> Result<Self, EngineError> {
+    fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            intermediate: candle_nn::linear(h, i, vb.pp("intermediate").pp("dense"))?,
-            output: candle_nn::linear(i, h, vb.pp("output").pp("dense"))?,
+            intermediate: projection(vb.pp("intermediate").pp("dense"), h, i, precision)?,
+            output: projection(vb.pp("output").pp("dense"), i, h, precision)?,
             layer_norm: candle_nn::layer_norm(
                 h,
                 cfg.layer_norm_eps,
@@ -214,6 +216,18 @@ impl FeedForward {
     }
 }
 
+/// Loads the f32 weight and bias under `vb` as a projection in `precision`.
+fn projection(
+    vb: VarBuilder,
+    inputs: usize,
+    outputs: usize,
+    precision: Precision,
+) -> Result<Projection, EngineError> {
+    let weight = vb.get((outputs, inputs), "weight")?;
+    let bias = vb.get(outputs, "bias")?;
+    Projection::new(weight, Some(bias), precision)
+}
+
 struct Layer {
     attention: SelfAttention,
     feed_forward: FeedForward,
@@ -227,16 +241,17 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Loads the encoder from `vb`, which must point at the model prefix (`bert.`, `roberta.`
-    /// or the root for sentence-transformers checkpoints).
-    pub fn load(vb: VarBuilder, cfg: &HfConfig) -> Result<Self, EngineError> {
+    /// Loads the encoder from `vb` (f32), which must point at the model prefix (`bert.`,
+    /// `roberta.` or the root for sentence-transformers checkpoints), with its projections in
+    /// `precision`.
+    pub fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
         let embeddings = Embeddings::load(vb.pp("embeddings"), cfg)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let lv = vb.pp("encoder").pp("layer").pp(i.to_string());
                 Ok(Layer {
-                    attention: SelfAttention::load(lv.pp("attention"), cfg)?,
-                    feed_forward: FeedForward::load(lv.clone(), cfg)?,
+                    attention: SelfAttention::load(lv.pp("attention"), cfg, precision)?,
+                    feed_forward: FeedForward::load(lv.clone(), cfg, precision)?,
                 })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
@@ -245,6 +260,27 @@ impl Encoder {
             layers,
             single_type: cfg.type_vocab_size <= 1,
         })
+    }
+
+    /// Bytes of all weights as stored (embeddings, projections, LayerNorms).
+    pub fn weight_bytes(&self) -> usize {
+        let e = &self.embeddings;
+        let tensor_bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let layer_norm =
+            |ln: &LayerNorm| tensor_bytes(ln.weight()) + ln.bias().map_or(0, tensor_bytes);
+        let mut total = tensor_bytes(e.words.embeddings())
+            + tensor_bytes(e.positions.embeddings())
+            + e.token_types
+                .as_ref()
+                .map_or(0, |t| tensor_bytes(t.embeddings()))
+            + layer_norm(&e.layer_norm);
+        for layer in &self.layers {
+            let (a, f) = (&layer.attention, &layer.feed_forward);
+            total += a.qkv.weight_bytes() + a.output.weight_bytes() + layer_norm(&a.layer_norm);
+            total +=
+                f.intermediate.weight_bytes() + f.output.weight_bytes() + layer_norm(&f.layer_norm);
+        }
+        total
     }
 
     /// (batch, seq, hidden) last hidden state.

@@ -9,6 +9,7 @@
 //! - [`hf_config`]: the `config.json` fields we read.
 //! - [`tokenize`]: pair encoding, truncation and the length limit.
 //! - [`encoder`]: the BERT/RoBERTa transformer forward pass.
+//! - [`precision`]: f32 / bf16 / f16 / int8 projections.
 //! - [`heads`]: classification heads and bi-encoder pooling; logits → one raw score.
 //! - [`batching`]: token-budget forward batches.
 //! - [`reranker`]: the candle backend tying them together.
@@ -18,6 +19,7 @@ pub mod encoder;
 pub mod heads;
 pub mod hf_config;
 pub mod model_files;
+pub mod precision;
 pub mod reranker;
 pub mod tokenize;
 
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use model_files::{ModelFiles, ModelSource};
+pub use precision::Precision;
 pub use reranker::{CandleReranker, LoadOptions, SUPPORTED_ARCHITECTURES};
 pub use tokenize::{TokenIds, TruncationOptions};
 
@@ -73,6 +76,8 @@ pub struct ModelInfo {
     pub max_input_length: usize,
     pub num_labels: Option<usize>,
     pub pooling: Option<String>,
+    /// Bytes of the encoder's weights as stored in this precision.
+    pub weight_bytes: usize,
 }
 
 /// One (query, document) pair, tokenized for the model.

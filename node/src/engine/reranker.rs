@@ -13,6 +13,7 @@ use super::encoder::{Encoder, EncoderInput};
 use super::heads::{cosine, raw_score, ClassifierHead, Pooling};
 use super::hf_config::{HfConfig, PoolingConfig, SentenceBertConfig, TokenizerConfig};
 use super::model_files::{ModelFiles, WeightFiles};
+use super::precision::{supports, Precision};
 use super::tokenize::{PairTokenizer, TokenIds, TruncationOptions};
 use super::{EncodedPair, EngineError, ModelInfo, ModelKind, RerankBackend};
 
@@ -33,6 +34,8 @@ pub struct LoadOptions {
     pub device: Device,
     /// Token budget of one forward pass (`MAX_BATCH_TOKENS`).
     pub max_batch_tokens: usize,
+    /// Precision asked for; a mode the model cannot run falls back to f32 with a warning.
+    pub precision: Precision,
 }
 
 enum Scoring {
@@ -113,7 +116,18 @@ impl CandleReranker {
         } else {
             vb.pp(prefix)
         };
-        let encoder = Encoder::load(encoder_vb.clone(), &cfg)?;
+        let precision = if supports(opts.precision, &[cfg.hidden_size, cfg.intermediate_size]) {
+            opts.precision
+        } else {
+            tracing::warn!(
+                requested = opts.precision.name(),
+                hidden_size = cfg.hidden_size,
+                intermediate_size = cfg.intermediate_size,
+                "int8 (Q8_0) needs sizes that are multiples of 32; running float32"
+            );
+            Precision::F32
+        };
+        let encoder = Encoder::load(encoder_vb.clone(), &cfg, precision)?;
 
         let pooling_cfg: Option<PoolingConfig> =
             files.pooling_config.as_deref().map(read_json).transpose()?;
@@ -157,8 +171,9 @@ impl CandleReranker {
             architecture,
             kind,
             device: device_name(&opts.device),
-            dtype: "float32".into(),
-            quantization: "none".into(),
+            dtype: precision.dtype_name().into(),
+            quantization: precision.name().into(),
+            weight_bytes: encoder.weight_bytes(),
             max_input_length: max_length,
             num_labels: match &scoring {
                 Scoring::Classifier(head) => Some(head.label_count()),

@@ -64,6 +64,8 @@ pub struct Info {
     pub max_parallel_requests: usize,
     pub num_labels: Option<usize>,
     pub pooling: Option<String>,
+    /// Bytes of the encoder's weights as stored (depends on `QUANTIZATION`).
+    pub weight_bytes: usize,
     pub version: String,
     pub node_id: String,
 }

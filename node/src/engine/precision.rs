@@ -1,0 +1,138 @@
+//! Reduced precision: which dtype the encoder's projections run in.
+//!
+//! Only the linear projections (QKV, attention output, feed-forward — most of the weights) are
+//! stored in reduced precision: bf16, f16, or int8 (Q8_0: blocks of 32 values with one scale).
+//! They are widened to f32 for each forward pass and everything else — activations, residual
+//! stream, LayerNorm, softmax, GELU — stays f32 (weight-only quantization). Measured on a
+//! Zen 4 CPU, candle's bf16/f16 and Q8_0 GEMMs are slower than its f32 GEMM, and rounding the
+//! activations as well swapped near-tied rankings; so on this path the modes buy weight
+//! memory at near-f32 accuracy, not speed. Embeddings stay f32 in every mode.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Module, Tensor};
+use candle_nn::Linear;
+
+use super::EngineError;
+
+/// The precision a model runs in (what `QUANTIZATION` asked for, after fallbacks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    F32,
+    Bf16,
+    F16,
+    Int8,
+}
+
+impl Precision {
+    /// The `QUANTIZATION` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "none",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+            Self::Int8 => "int8",
+        }
+    }
+
+    /// What `/health.model.dtype` reports: the projections' arithmetic.
+    pub fn dtype_name(self) -> &'static str {
+        match self {
+            Self::F32 => "float32",
+            Self::Bf16 => "bfloat16 weights, float32 compute",
+            Self::F16 => "float16 weights, float32 compute",
+            Self::Int8 => "int8 weights (Q8_0), float32 compute",
+        }
+    }
+
+    fn float_dtype(self) -> Option<DType> {
+        match self {
+            Self::F32 => Some(DType::F32),
+            Self::Bf16 => Some(DType::BF16),
+            Self::F16 => Some(DType::F16),
+            Self::Int8 => None,
+        }
+    }
+}
+
+/// Q8_0 quantizes blocks of this many inner-dimension values.
+pub const Q8_BLOCK: usize = 32;
+
+/// A linear projection in the model's precision. Input and output are f32.
+#[derive(Debug, Clone)]
+pub enum Projection {
+    /// Weights (and the matmul) in f32, bf16 or f16.
+    Float { linear: Linear, dtype: DType },
+    /// Q8_0 weights, dequantized per forward pass into an f32 GEMM (weight-only int8: the
+    /// activations are not quantized, which keeps near-tied rankings intact).
+    Int8 {
+        weight: Arc<QTensor>,
+        bias: Option<Tensor>,
+    },
+}
+
+impl Projection {
+    /// Builds a projection from f32 `weight` (out × in) and `bias`.
+    pub fn new(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        precision: Precision,
+    ) -> Result<Self, EngineError> {
+        match precision.float_dtype() {
+            Some(dtype) => {
+                let weight = weight.to_dtype(dtype)?;
+                let bias = bias.map(|b| b.to_dtype(dtype)).transpose()?;
+                Ok(Self::Float {
+                    linear: Linear::new(weight, bias),
+                    dtype,
+                })
+            }
+            None => {
+                let q = QTensor::quantize(&weight, GgmlDType::Q8_0)?;
+                Ok(Self::Int8 {
+                    weight: Arc::new(q),
+                    bias,
+                })
+            }
+        }
+    }
+
+    /// Bytes of the weights as stored.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Self::Float { linear, dtype } => {
+                let n = linear.weight().elem_count() + linear.bias().map_or(0, |b| b.elem_count());
+                n * dtype.size_in_bytes()
+            }
+            Self::Int8 { weight, bias } => {
+                weight.storage_size_in_bytes() + bias.as_ref().map_or(0, |b| b.elem_count() * 4)
+            }
+        }
+    }
+}
+
+impl Module for Projection {
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Float { linear, dtype } if *dtype == DType::F32 => linear.forward(xs),
+            // Weight-only: bf16/f16 storage, f32 arithmetic (candle's CPU bf16/f16 GEMMs are
+            // slower than f32, and rounding activations too costs ranking accuracy).
+            Self::Float { linear, .. } => {
+                let weight = linear.weight().to_dtype(DType::F32)?;
+                let bias = linear.bias().map(|b| b.to_dtype(DType::F32)).transpose()?;
+                Linear::new(weight, bias).forward(xs)
+            }
+            Self::Int8 { weight, bias } => {
+                let weight = weight.dequantize(xs.device())?;
+                Linear::new(weight, bias.clone()).forward(xs)
+            }
+        }
+    }
+}
+
+/// Whether every projection of a model with these sizes can run in `precision` (Q8_0 needs
+/// inner dimensions that are multiples of [`Q8_BLOCK`]).
+pub fn supports(precision: Precision, inner_dims: &[usize]) -> bool {
+    precision != Precision::Int8 || inner_dims.iter().all(|d| d % Q8_BLOCK == 0)
+}
