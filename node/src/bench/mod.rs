@@ -317,7 +317,7 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let ours = self.rows.first().and_then(|r| r.pairs_per_s);
         let mut out = format!(
-            "workload: 1 query x {} documents, {:.1} tokens per pair\n\n{:<48} {:>10} {:>9}  {}\n",
+            "workload: 1 query x {} documents, {:.1} tokens per pair\n\n{:<60} {:>10} {:>9}  {}\n",
             self.documents, self.mean_pair_tokens, "engine", "pairs/s", "ours/x", "note"
         );
         for row in &self.rows {
@@ -327,7 +327,7 @@ impl BenchReport {
                 _ => "-".into(),
             };
             out.push_str(&format!(
-                "{:<48} {:>10} {:>9}  {}\n",
+                "{:<60} {:>10} {:>9}  {}\n",
                 row.engine, rate, ratio, row.note
             ));
         }
