@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
 use super::hf_config::{HfConfig, HiddenAct};
-use super::precision::{Precision, Projection};
+use super::precision::{Precision, Projection, WordEmbeddings};
 use super::EngineError;
 
 /// The additive mask value for padded keys: finite in every dtype we run, and far enough below
@@ -74,14 +74,14 @@ impl EncoderInput {
 }
 
 struct Embeddings {
-    words: Embedding,
+    words: WordEmbeddings,
     positions: Embedding,
     token_types: Option<Embedding>,
     layer_norm: LayerNorm,
 }
 
 impl Embeddings {
-    fn load(vb: VarBuilder, cfg: &HfConfig) -> Result<Self, EngineError> {
+    fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
         let h = cfg.hidden_size;
         // type_vocab_size = 1 (XLM-R): every token uses the single row, whatever the tokenizer says.
         let token_types = if cfg.type_vocab_size > 0 {
@@ -94,7 +94,11 @@ impl Embeddings {
             None
         };
         Ok(Self {
-            words: candle_nn::embedding(cfg.vocab_size, h, vb.pp("word_embeddings"))?,
+            words: WordEmbeddings::new(
+                vb.pp("word_embeddings")
+                    .get((cfg.vocab_size, h), "weight")?,
+                precision,
+            )?,
             positions: candle_nn::embedding(
                 cfg.max_position_embeddings,
                 h,
@@ -245,7 +249,7 @@ impl Encoder {
     /// `roberta.` or the root for sentence-transformers checkpoints), with its projections in
     /// `precision`.
     pub fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
-        let embeddings = Embeddings::load(vb.pp("embeddings"), cfg)?;
+        let embeddings = Embeddings::load(vb.pp("embeddings"), cfg, precision)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let lv = vb.pp("encoder").pp("layer").pp(i.to_string());
@@ -268,7 +272,7 @@ impl Encoder {
         let tensor_bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
         let layer_norm =
             |ln: &LayerNorm| tensor_bytes(ln.weight()) + ln.bias().map_or(0, tensor_bytes);
-        let mut total = tensor_bytes(e.words.embeddings())
+        let mut total = e.words.weight_bytes()
             + tensor_bytes(e.positions.embeddings())
             + e.token_types
                 .as_ref()

@@ -6,11 +6,13 @@
 //! stream, LayerNorm, softmax, GELU — stays f32 (weight-only quantization). Measured on a
 //! Zen 4 CPU, candle's bf16/f16 and Q8_0 GEMMs are slower than its f32 GEMM, and rounding the
 //! activations as well swapped near-tied rankings; so on this path the modes buy weight
-//! memory at near-f32 accuracy, not speed. Embeddings stay f32 in every mode.
+//! memory at near-f32 accuracy, not speed. In int8 mode the word embeddings — half of a
+//! MiniLM's weights — are Q8_0 too, dequantized row by row at lookup; the float modes keep
+//! embeddings in f32.
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::Linear;
 
@@ -135,4 +137,43 @@ impl Module for Projection {
 /// inner dimensions that are multiples of [`Q8_BLOCK`]).
 pub fn supports(precision: Precision, inner_dims: &[usize]) -> bool {
     precision != Precision::Int8 || inner_dims.iter().all(|d| d % Q8_BLOCK == 0)
+}
+
+/// The word-embedding table: f32, or Q8_0 rows in int8 mode.
+#[derive(Debug, Clone)]
+pub enum WordEmbeddings {
+    Float(candle_nn::Embedding),
+    Int8(QMatMul),
+}
+
+impl WordEmbeddings {
+    /// Builds the table from f32 `table` (vocab × hidden).
+    pub fn new(table: Tensor, precision: Precision) -> Result<Self, EngineError> {
+        if precision == Precision::Int8 {
+            let q = QTensor::quantize(&table, GgmlDType::Q8_0)?;
+            Ok(Self::Int8(QMatMul::from_qtensor(q)?))
+        } else {
+            let hidden = table.dim(1)?;
+            Ok(Self::Float(candle_nn::Embedding::new(table, hidden)))
+        }
+    }
+
+    /// (…, hidden) f32 rows for `ids`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor, EngineError> {
+        Ok(match self {
+            Self::Float(e) => e.forward(ids)?,
+            Self::Int8(q) => q.embedding(ids)?.to_dtype(DType::F32)?,
+        })
+    }
+
+    /// Bytes as stored.
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Self::Float(e) => e.embeddings().elem_count() * 4,
+            Self::Int8(QMatMul::QTensor(t)) => t.storage_size_in_bytes(),
+            Self::Int8(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+        }
+    }
 }
