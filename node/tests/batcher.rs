@@ -34,7 +34,6 @@ impl Handler<ScorePairs> for RecordingModel {
         }
         Ok(ScoredPairs {
             raw_scores: ids.iter().map(|&i| i as f32).collect(),
-            tokens: msg.pairs.iter().map(|p| p.token_count()).collect(),
             queue_time: Duration::ZERO,
             inference_time: Duration::from_millis(1),
         })

@@ -76,18 +76,6 @@ impl TryFrom<String> for Quantization {
     }
 }
 
-impl Quantization {
-    /// The name used in configuration and `/health`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Bf16 => "bf16",
-            Self::F16 => "f16",
-            Self::Int8 => "int8",
-        }
-    }
-}
-
 /// Every setting of a node. Field names are the lower-case environment names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -274,10 +262,7 @@ impl NodeConfig {
     /// A copy safe to print: secrets masked.
     pub fn masked(&self) -> Self {
         let mut copy = self.clone();
-        if copy.admin_token.is_some() {
-            copy.admin_token = Some("***".into());
-        }
-        copy.redis_url = mask_url_password(&copy.redis_url);
+        mask_secrets(&mut copy.admin_token, &mut copy.redis_url);
         copy
     }
 }
@@ -460,10 +445,7 @@ impl CoordinatorConfig {
     /// A copy safe to print: secrets masked.
     pub fn masked(&self) -> Self {
         let mut copy = self.clone();
-        if copy.admin_token.is_some() {
-            copy.admin_token = Some("***".into());
-        }
-        copy.redis_url = mask_url_password(&copy.redis_url);
+        mask_secrets(&mut copy.admin_token, &mut copy.redis_url);
         copy
     }
 }
@@ -473,6 +455,14 @@ impl CoordinatorConfig {
 pub enum ModelChoice {
     Path(PathBuf),
     HubId(String),
+}
+
+/// Masks the secrets both configurations carry: the admin token and a Redis URL password.
+fn mask_secrets(admin_token: &mut Option<String>, redis_url: &mut String) {
+    if admin_token.is_some() {
+        *admin_token = Some("***".into());
+    }
+    *redis_url = mask_url_password(redis_url);
 }
 
 fn mask_url_password(url: &str) -> String {

@@ -44,9 +44,14 @@ pub const SERVED_BY_HEADER: &str = "x-served-by";
 /// Request headers passed on to nodes (the trace context is the coordinator's own span's).
 const PASSED_ON: &[&str] = &["content-type"];
 
-fn error_response(shape: Shape, status: StatusCode, message: String) -> HttpResponse {
+fn error_response(
+    shape: Shape,
+    status: StatusCode,
+    error_type: &str,
+    message: String,
+) -> HttpResponse {
     let body = match shape {
-        Shape::Tei => json!({"error": message, "error_type": "unhealthy"}),
+        Shape::Tei => json!({"error": message, "error_type": error_type}),
         Shape::Cohere => json!({"message": message}),
     };
     HttpResponse::build(status).json(body)
@@ -113,12 +118,7 @@ async fn proxy(
     let body = match read_body(payload, cfg.payload_limit).await {
         Ok(b) => b,
         Err(message) => {
-            let status = StatusCode::PAYLOAD_TOO_LARGE;
-            return match shape {
-                Shape::Tei => HttpResponse::build(status)
-                    .json(json!({"error": message, "error_type": "validation"})),
-                Shape::Cohere => HttpResponse::build(status).json(json!({"message": message})),
-            };
+            return error_response(shape, StatusCode::PAYLOAD_TOO_LARGE, "validation", message)
         }
     };
     // Malformed JSON still goes to a node, which answers with the proper 4xx.
@@ -137,6 +137,7 @@ async fn proxy(
         return error_response(
             shape,
             StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy",
             "no healthy node to serve the request".into(),
         );
     }
@@ -205,6 +206,7 @@ async fn proxy(
         None => error_response(
             shape,
             StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy",
             format!("no node could serve the request: {}", failures.join("; ")),
         ),
     }

@@ -259,7 +259,11 @@ impl BatcherActor {
             if pairs.is_empty() {
                 continue; // every waiter of this flush left; try the next requests
             }
-            let tokens: usize = pairs.iter().map(|p| p.token_count()).sum();
+            let pair_tokens: Vec<u32> = pairs
+                .iter()
+                .map(|p| u32::try_from(p.token_count()).unwrap_or(u32::MAX))
+                .collect();
+            let tokens: usize = pair_tokens.iter().map(|&t| t as usize).sum();
             self.stats.total_batches.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .batched_requests
@@ -286,7 +290,7 @@ impl BatcherActor {
                     Ok(Err(e)) => Err(ComputeError::Model(e.to_string())),
                     Err(e) => Err(ComputeError::Unavailable(e.to_string())),
                 };
-                act.finish(keys, started, outcome);
+                act.finish(keys, pair_tokens, started, outcome);
                 act.busy = false;
                 // Whatever queued during the forward pass goes now.
                 if !act.queue.is_empty() {
@@ -300,6 +304,7 @@ impl BatcherActor {
     fn finish(
         &mut self,
         keys: Vec<PairKey>,
+        pair_tokens: Vec<u32>,
         started: Instant,
         outcome: Result<ScoredPairs, ComputeError>,
     ) {
@@ -309,9 +314,8 @@ impl BatcherActor {
                 self.metrics
                     .inference_time
                     .observe(scored.inference_time.as_secs_f64());
-                for ((key, raw), tokens) in keys.iter().zip(&scored.raw_scores).zip(&scored.tokens)
-                {
-                    let tokens = u32::try_from(*tokens).unwrap_or(u32::MAX);
+                for ((key, raw), tokens) in keys.iter().zip(&scored.raw_scores).zip(&pair_tokens) {
+                    let tokens = *tokens;
                     // Cache before releasing the key, so no request can miss both.
                     self.cache.insert(*key, CachedScore { raw: *raw, tokens });
                     let Some(entry) = self.entries.remove(key) else {

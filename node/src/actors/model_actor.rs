@@ -24,8 +24,6 @@ pub struct ScorePairs {
 #[derive(Debug, Clone)]
 pub struct ScoredPairs {
     pub raw_scores: Vec<f32>,
-    /// Tokens of each pair, in the same order.
-    pub tokens: Vec<usize>,
     /// Time in the mailbox before the model picked the message up.
     pub queue_time: Duration,
     /// Time in forward passes.
@@ -61,7 +59,6 @@ impl Handler<ScorePairs> for ModelActor {
         let raw_scores = self.backend.score(&msg.pairs)?;
         Ok(ScoredPairs {
             raw_scores,
-            tokens: msg.pairs.iter().map(|p| p.token_count()).collect(),
             queue_time,
             inference_time: started.elapsed(),
         })

@@ -44,8 +44,6 @@ pub struct RerankOutcome {
     pub raw_scores: Vec<f32>,
     /// Tokens of all pairs, special tokens included (`usage.total_tokens`).
     pub total_tokens: usize,
-    /// Pairs answered from the local cache.
-    pub cache_hits: usize,
     pub tokenization_time: Duration,
     pub queue_time: Duration,
     pub inference_time: Duration,
@@ -312,7 +310,6 @@ impl Pipeline {
         Ok(RerankOutcome {
             raw_scores,
             total_tokens,
-            cache_hits,
             tokenization_time: timings.tokenization,
             queue_time: timings.queue,
             inference_time: timings.inference,

@@ -75,7 +75,6 @@ pub struct WaitOutcome {
 
 /// See the module docs.
 pub struct SharedScoreCache {
-    client: redis::Client,
     connection: ConnectionManager,
     namespace: String,
     ttl_seconds: u64,
@@ -105,7 +104,6 @@ impl SharedScoreCache {
             .set_max_delay(Duration::from_millis(500));
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         let cache = Arc::new(Self {
-            client,
             connection,
             namespace: format!("rr:{}", fingerprint.as_str()),
             ttl_seconds: settings.ttl.as_secs().max(1),
@@ -119,7 +117,7 @@ impl SharedScoreCache {
         });
         actix_web::rt::spawn(probe_loop(Arc::downgrade(&cache)));
         actix_web::rt::spawn(subscriber_loop(
-            cache.client.clone(),
+            client,
             cache.done_channel(),
             Arc::downgrade(&cache.done),
         ));
