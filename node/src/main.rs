@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rerank_node::bench::{self, BenchSettings};
-use rerank_shared::config::{NodeConfig, Quantization, DEFAULT_MODEL_PATH};
+use rerank_shared::config::{CpuKernels, NodeConfig, Quantization, DEFAULT_MODEL_PATH};
 use rerank_shared::telemetry;
 
 // Encoder forward passes allocate large, short-lived tensors; mimalloc keeps them from
@@ -64,6 +64,9 @@ enum Command {
         /// Precision of our engine: none, bf16, f16, int8.
         #[arg(long, default_value = "none")]
         quantization: String,
+        /// Kernels of our engine: onednn (falls back to candle where not built) or candle.
+        #[arg(long, default_value = "onednn")]
+        kernels: String,
     },
 }
 
@@ -94,6 +97,7 @@ fn main() -> anyhow::Result<()> {
             torch_threads,
             json,
             quantization,
+            kernels,
         } => {
             let _telemetry = telemetry::init("rerank-node", None);
             let settings = BenchSettings {
@@ -107,6 +111,9 @@ fn main() -> anyhow::Result<()> {
                 torch_threads,
                 precision: rerank_node::server::precision_of(
                     Quantization::try_from(quantization).map_err(anyhow::Error::msg)?,
+                ),
+                kernels: rerank_node::server::kernels_of(
+                    CpuKernels::try_from(kernels).map_err(anyhow::Error::msg)?,
                 ),
             };
             let report = bench::run(&settings).context("benchmark failed")?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix::{Actor, Addr, SyncArbiter};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 use candle_core::Device;
-use rerank_shared::config::{DeviceChoice, ModelChoice, NodeConfig, Quantization};
+use rerank_shared::config::{CpuKernels, DeviceChoice, ModelChoice, NodeConfig, Quantization};
 use rerank_shared::pair_key::ModelFingerprint;
 
 use crate::actors::{
@@ -15,7 +15,8 @@ use crate::actors::{
 use crate::api;
 use crate::cache::{LocalScoreCache, SharedCacheSettings, SharedScoreCache};
 use crate::engine::{
-    CandleReranker, EngineError, LoadOptions, ModelFiles, ModelSource, Precision, RerankBackend,
+    CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, ModelSource, Precision,
+    RerankBackend,
 };
 use crate::metrics::NodeMetrics;
 use crate::state::NodeState;
@@ -69,6 +70,7 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
         device: select_device(config.device)?,
         max_batch_tokens: config.max_batch_tokens,
         precision: precision_of(config.quantization),
+        kernels: kernels_of(config.cpu_kernels),
     };
     let (backend, weights_hash) = web::block(move || {
         let backend = CandleReranker::load(&files, &options)?;
@@ -152,6 +154,14 @@ pub fn start_actors(
         metrics,
     };
     Ok(NodeActor::new(parts, settings).start())
+}
+
+/// The engine kernels for a `CPU_KERNELS` setting.
+pub fn kernels_of(k: CpuKernels) -> Kernels {
+    match k {
+        CpuKernels::Onednn => Kernels::OneDnn,
+        CpuKernels::Candle => Kernels::Candle,
+    }
 }
 
 /// The engine precision for a `QUANTIZATION` setting.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use rerank_node::engine::heads::raw_score;
 use rerank_node::engine::{
-    CandleReranker, EncodedPair, EngineError, LoadOptions, ModelFiles, Precision, RerankBackend,
-    TruncationOptions,
+    CandleReranker, EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision,
+    RerankBackend, TruncationOptions,
 };
 use rerank_shared::api::TruncationDirection;
 use serde::Deserialize;
@@ -59,17 +59,31 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-fn load(dir: &Path) -> CandleReranker {
+/// Both CPU paths are held to the same reference: candle over padded batches, and (in builds
+/// with the `onednn` feature) oneDNN over packed sequences.
+const KERNELS: &[Kernels] = &[Kernels::Candle, Kernels::OneDnn];
+
+fn load(dir: &Path, kernels: Kernels) -> CandleReranker {
     let files = ModelFiles::from_dir(dir, &dir.display().to_string()).expect("model files");
-    CandleReranker::load(
+    let backend = CandleReranker::load(
         &files,
         &LoadOptions {
-            device: Device::Cpu,
-            max_batch_tokens: 4096,
-            precision: Precision::F32,
+            kernels,
+            ..LoadOptions::new(Device::Cpu, 4096, Precision::F32)
         },
     )
-    .expect("model loads")
+    .expect("model loads");
+    let expected = if kernels == Kernels::OneDnn && cfg!(feature = "onednn") {
+        "onednn"
+    } else {
+        "candle"
+    };
+    assert!(
+        backend.info().kernels.starts_with(expected),
+        "{kernels:?} asked, {} in effect",
+        backend.info().kernels
+    );
+    backend
 }
 
 fn close(ours: f32, reference: f32) -> bool {
@@ -77,10 +91,16 @@ fn close(ours: f32, reference: f32) -> bool {
 }
 
 fn check_cross_encoder(name: &str) {
+    for &kernels in KERNELS {
+        check_cross_encoder_on(name, kernels);
+    }
+}
+
+fn check_cross_encoder_on(name: &str, kernels: Kernels) {
     let text = std::fs::read_to_string(fixtures().join("parity.json")).expect("parity.json");
     let fixture: ParityFixture = serde_json::from_str(&text).expect("parity.json parses");
     let model = &fixture.models[name];
-    let backend = load(&fixtures().join(name));
+    let backend = load(&fixtures().join(name), kernels);
     assert_eq!(
         backend.info().max_input_length,
         model.max_length,
@@ -125,7 +145,7 @@ fn check_cross_encoder(name: &str) {
     }
     assert!(
         failures.is_empty(),
-        "{name} parity:\n{}",
+        "{name} parity on {kernels:?}:\n{}",
         failures.join("\n")
     );
 }
@@ -147,7 +167,7 @@ fn xlm_roberta_cross_encoder_matches_transformers() {
 
 #[test]
 fn over_long_input_without_truncation_is_rejected() {
-    let backend = load(&fixtures().join("xlmr-ce"));
+    let backend = load(&fixtures().join("xlmr-ce"), Kernels::Candle);
     let opts = TruncationOptions {
         truncate: false,
         ..TruncationOptions::default()
@@ -176,16 +196,9 @@ fn unsupported_architecture_names_the_supported_ones() {
     config["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
     std::fs::write(dir.join("config.json"), config.to_string()).expect("write");
     let files = ModelFiles::from_dir(&dir, "unsupported").expect("files");
-    let err = CandleReranker::load(
-        &files,
-        &LoadOptions {
-            device: Device::Cpu,
-            max_batch_tokens: 1024,
-            precision: Precision::F32,
-        },
-    )
-    .err()
-    .expect("must fail");
+    let err = CandleReranker::load(&files, &LoadOptions::new(Device::Cpu, 1024, Precision::F32))
+        .err()
+        .expect("must fail");
     let message = err.to_string();
     assert!(
         message.contains("GPT2LMHeadModel")
@@ -209,7 +222,13 @@ fn minilm_bi_encoder_matches_sentence_transformers() {
     };
     let text = std::fs::read_to_string(fixtures().join("minilm_bi_encoder.json")).expect("fixture");
     let fixture: BiEncoderFixture = serde_json::from_str(&text).expect("parses");
-    let backend = load(&dir);
+    for &kernels in KERNELS {
+        check_bi_encoder(&dir, &fixture, kernels);
+    }
+}
+
+fn check_bi_encoder(dir: &Path, fixture: &BiEncoderFixture, kernels: Kernels) {
+    let backend = load(dir, kernels);
     assert_eq!(backend.info().max_input_length, fixture.max_seq_length);
     let mut all_pairs = Vec::new();
     let mut failures = Vec::new();
@@ -241,7 +260,7 @@ fn minilm_bi_encoder_matches_sentence_transformers() {
     }
     assert!(
         failures.is_empty(),
-        "MiniLM parity:\n{}",
+        "MiniLM parity on {kernels:?}:\n{}",
         failures.join("\n")
     );
 }

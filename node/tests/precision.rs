@@ -39,15 +39,7 @@ fn fixtures() -> PathBuf {
 
 fn load(dir: &Path, precision: Precision) -> CandleReranker {
     let files = ModelFiles::from_dir(dir, "m").expect("files");
-    CandleReranker::load(
-        &files,
-        &LoadOptions {
-            device: Device::Cpu,
-            max_batch_tokens: 4096,
-            precision,
-        },
-    )
-    .expect("loads")
+    CandleReranker::load(&files, &LoadOptions::new(Device::Cpu, 4096, precision)).expect("loads")
 }
 
 fn ranks(values: &[f32]) -> Vec<f64> {

@@ -76,6 +76,28 @@ impl TryFrom<String> for Quantization {
     }
 }
 
+/// Which kernels run the encoder's layers on a CPU (`CPU_KERNELS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum CpuKernels {
+    /// oneDNN over packed sequences where the build has it (feature `onednn`), else candle.
+    #[default]
+    Onednn,
+    /// candle's tensors over padded batches.
+    Candle,
+}
+
+impl TryFrom<String> for CpuKernels {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, String> {
+        parse_choice(
+            &value,
+            &[("onednn", Self::Onednn), ("candle", Self::Candle)],
+        )
+    }
+}
+
 /// Every setting of a node. Field names are the lower-case environment names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -88,6 +110,7 @@ pub struct NodeConfig {
     pub model_path: Option<PathBuf>,
     pub device: DeviceChoice,
     pub quantization: Quantization,
+    pub cpu_kernels: CpuKernels,
     pub enable_mixed_precision: bool,
     /// Requests admitted at once per node.
     pub max_parallel_requests: usize,
@@ -135,6 +158,7 @@ impl Default for NodeConfig {
             model_path: None,
             device: DeviceChoice::Auto,
             quantization: Quantization::None,
+            cpu_kernels: CpuKernels::Onednn,
             enable_mixed_precision: false,
             max_parallel_requests: 8,
             max_queued_requests: 64,
@@ -180,6 +204,7 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "MODEL_PATH",
     "DEVICE",
     "QUANTIZATION",
+    "CPU_KERNELS",
     "ENABLE_MIXED_PRECISION",
     "MAX_PARALLEL_REQUESTS",
     "MAX_QUEUED_REQUESTS",

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::engine::{
-    CandleReranker, EngineError, LoadOptions, ModelFiles, Precision, RerankBackend,
+    CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend,
     TruncationOptions,
 };
 
@@ -36,6 +36,7 @@ pub struct BenchSettings {
     pub torch_threads: usize,
     /// Precision of our engine's run.
     pub precision: Precision,
+    pub kernels: Kernels,
 }
 
 /// The query/documents file both engines read.
@@ -286,9 +287,8 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     let backend = CandleReranker::load(
         &files,
         &LoadOptions {
-            device: Device::Cpu,
-            max_batch_tokens: settings.max_batch_tokens,
-            precision: settings.precision,
+            kernels: settings.kernels,
+            ..LoadOptions::new(Device::Cpu, settings.max_batch_tokens, settings.precision)
         },
     )?;
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();

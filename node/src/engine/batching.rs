@@ -30,6 +30,27 @@ pub fn token_budget_batches(lengths: &[usize], max_batch_tokens: usize) -> Vec<V
     batches
 }
 
+/// Groups the inputs into packed batches of at most `max_batch_tokens` real tokens (packed
+/// execution has no padding, so order does not matter and inputs keep theirs). An input longer
+/// than the budget still gets a batch of its own.
+pub fn packed_batches(lengths: &[usize], max_batch_tokens: usize) -> Vec<Vec<usize>> {
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut tokens = 0;
+    for (index, &len) in lengths.iter().enumerate() {
+        if !current.is_empty() && tokens + len > max_batch_tokens {
+            batches.push(std::mem::take(&mut current));
+            tokens = 0;
+        }
+        tokens += len;
+        current.push(index);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +92,15 @@ mod tests {
     #[test]
     fn empty_input_gives_no_batches() {
         assert!(token_budget_batches(&[], 100).is_empty());
+        assert!(packed_batches(&[], 100).is_empty());
+    }
+
+    #[test]
+    fn packed_batches_count_real_tokens_only() {
+        let lengths = [300, 10, 10, 10, 200, 90, 5];
+        let batches = packed_batches(&lengths, 320);
+        assert_eq!(batches, vec![vec![0, 1, 2], vec![3, 4, 5, 6]]);
+        let lone = packed_batches(&[500, 20], 100);
+        assert_eq!(lone, vec![vec![0], vec![1]]);
     }
 }

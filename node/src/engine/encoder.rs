@@ -31,6 +31,31 @@ pub struct EncoderInput {
 }
 
 impl EncoderInput {
+    /// All `sequences` concatenated into one row of tokens (batch 1), for the packed encoder:
+    /// positions restart at every sequence; the mask and bias are unused there.
+    pub fn packed(
+        sequences: &[(&[u32], &[u32])],
+        position_offset: usize,
+        device: &Device,
+    ) -> Result<Self, EngineError> {
+        let total: usize = sequences.iter().map(|(ids, _)| ids.len()).sum();
+        let mut ids = Vec::with_capacity(total);
+        let mut types = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        for (seq_ids, seq_types) in sequences {
+            ids.extend_from_slice(seq_ids);
+            types.extend((0..seq_ids.len()).map(|i| seq_types.get(i).copied().unwrap_or(0)));
+            positions.extend((0..seq_ids.len()).map(|i| (position_offset + i) as u32));
+        }
+        Ok(Self {
+            input_ids: Tensor::from_vec(ids, (1, total), device)?,
+            token_type_ids: Tensor::from_vec(types, (1, total), device)?,
+            position_ids: Tensor::from_vec(positions, (1, total), device)?,
+            attention_bias: Tensor::zeros((1, 1, 1, total), DType::F32, device)?,
+            token_mask: Tensor::ones((1, total), DType::F32, device)?,
+        })
+    }
+
     /// Right-pads `sequences` (ids and type ids per sequence) to the longest one.
     pub fn pad(
         sequences: &[(&[u32], &[u32])],
@@ -134,33 +159,13 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
-        let h = cfg.hidden_size;
-        if !h.is_multiple_of(cfg.num_attention_heads) {
-            return Err(EngineError::InvalidModel(format!(
-                "hidden_size {h} is not a multiple of num_attention_heads {}",
-                cfg.num_attention_heads
-            )));
-        }
-        let part = |name: &str| -> Result<(Tensor, Tensor), EngineError> {
-            let p = vb.pp("self").pp(name);
-            Ok((p.get((h, h), "weight")?, p.get(h, "bias")?))
-        };
-        let (qw, qb) = part("query")?;
-        let (kw, kb) = part("key")?;
-        let (vw, vbias) = part("value")?;
-        let qkv = Projection::new(
-            Tensor::cat(&[qw, kw, vw], 0)?,
-            Some(Tensor::cat(&[qb, kb, vbias], 0)?),
-            precision,
-        )?;
-        let out = vb.pp("output");
+    fn new(w: &LayerWeights, precision: Precision) -> Result<Self, EngineError> {
         Ok(Self {
-            qkv,
-            output: projection(out.pp("dense"), h, h, precision)?,
-            layer_norm: candle_nn::layer_norm(h, cfg.layer_norm_eps, out.pp("LayerNorm"))?,
-            heads: cfg.num_attention_heads,
-            head_dim: h / cfg.num_attention_heads,
+            qkv: Projection::new(w.qkv.0.clone(), Some(w.qkv.1.clone()), precision)?,
+            output: Projection::new(w.attn_out.0.clone(), Some(w.attn_out.1.clone()), precision)?,
+            layer_norm: LayerNorm::new(w.attn_norm.0.clone(), w.attn_norm.1.clone(), w.eps),
+            heads: w.heads,
+            head_dim: w.qkv.0.dim(1)? / w.heads,
         })
     }
 
@@ -193,17 +198,12 @@ struct FeedForward {
 }
 
 impl FeedForward {
-    fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    fn new(w: &LayerWeights, precision: Precision) -> Result<Self, EngineError> {
         Ok(Self {
-            intermediate: projection(vb.pp("intermediate").pp("dense"), h, i, precision)?,
-            output: projection(vb.pp("output").pp("dense"), i, h, precision)?,
-            layer_norm: candle_nn::layer_norm(
-                h,
-                cfg.layer_norm_eps,
-                vb.pp("output").pp("LayerNorm"),
-            )?,
-            act: cfg.hidden_act,
+            intermediate: Projection::new(w.ff_in.0.clone(), Some(w.ff_in.1.clone()), precision)?,
+            output: Projection::new(w.ff_out.0.clone(), Some(w.ff_out.1.clone()), precision)?,
+            layer_norm: LayerNorm::new(w.ff_norm.0.clone(), w.ff_norm.1.clone(), w.eps),
+            act: w.act,
         })
     }
 
@@ -220,16 +220,69 @@ impl FeedForward {
     }
 }
 
-/// Loads the f32 weight and bias under `vb` as a projection in `precision`.
-fn projection(
-    vb: VarBuilder,
-    inputs: usize,
-    outputs: usize,
-    precision: Precision,
-) -> Result<Projection, EngineError> {
-    let weight = vb.get((outputs, inputs), "weight")?;
-    let bias = vb.get(outputs, "bias")?;
-    Projection::new(weight, Some(bias), precision)
+/// One transformer layer's f32 weights as the checkpoint names them, with Q, K and V already
+/// fused: the one place that knows the checkpoint layout, whichever forward pass runs them.
+pub struct LayerWeights {
+    /// (3h × h) weight and (3h) bias: query, key and value stacked.
+    pub qkv: (Tensor, Tensor),
+    pub attn_out: (Tensor, Tensor),
+    /// LayerNorm gamma and beta after attention.
+    pub attn_norm: (Tensor, Tensor),
+    /// (i × h) and (i): the intermediate projection.
+    pub ff_in: (Tensor, Tensor),
+    /// (h × i) and (h).
+    pub ff_out: (Tensor, Tensor),
+    pub ff_norm: (Tensor, Tensor),
+    pub heads: usize,
+    pub eps: f64,
+    pub act: HiddenAct,
+}
+
+impl LayerWeights {
+    /// Reads layer `vb` (`encoder.layer.{i}`).
+    pub fn load(vb: VarBuilder, cfg: &HfConfig) -> Result<Self, EngineError> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        if !h.is_multiple_of(cfg.num_attention_heads) {
+            return Err(EngineError::InvalidModel(format!(
+                "hidden_size {h} is not a multiple of num_attention_heads {}",
+                cfg.num_attention_heads
+            )));
+        }
+        let linear = |vb: VarBuilder, outputs: usize, inputs: usize| -> Result<_, EngineError> {
+            Ok((
+                vb.get((outputs, inputs), "weight")?,
+                vb.get(outputs, "bias")?,
+            ))
+        };
+        let norm = |vb: VarBuilder| -> Result<_, EngineError> {
+            Ok((vb.get(h, "weight")?, vb.get(h, "bias")?))
+        };
+        let attention = vb.pp("attention");
+        let (qw, qb) = linear(attention.pp("self").pp("query"), h, h)?;
+        let (kw, kb) = linear(attention.pp("self").pp("key"), h, h)?;
+        let (vw, vbias) = linear(attention.pp("self").pp("value"), h, h)?;
+        Ok(Self {
+            qkv: (
+                Tensor::cat(&[qw, kw, vw], 0)?,
+                Tensor::cat(&[qb, kb, vbias], 0)?,
+            ),
+            attn_out: linear(attention.pp("output").pp("dense"), h, h)?,
+            attn_norm: norm(attention.pp("output").pp("LayerNorm"))?,
+            ff_in: linear(vb.pp("intermediate").pp("dense"), i, h)?,
+            ff_out: linear(vb.pp("output").pp("dense"), h, i)?,
+            ff_norm: norm(vb.pp("output").pp("LayerNorm"))?,
+            heads: cfg.num_attention_heads,
+            eps: cfg.layer_norm_eps,
+            act: cfg.hidden_act,
+        })
+    }
+
+    /// Every layer of the encoder under `vb`.
+    pub fn load_all(vb: &VarBuilder, cfg: &HfConfig) -> Result<Vec<Self>, EngineError> {
+        (0..cfg.num_hidden_layers)
+            .map(|i| Self::load(vb.pp("encoder").pp("layer").pp(i.to_string()), cfg))
+            .collect()
+    }
 }
 
 struct Layer {
@@ -237,33 +290,133 @@ struct Layer {
     feed_forward: FeedForward,
 }
 
+/// Which implementation runs the transformer layers on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// Candle tensors over padded batches: every device, every precision.
+    Candle,
+    /// oneDNN over packed sequences (cargo feature `onednn`): CPU only, f32/bf16/int8, GELU
+    /// models; anything else falls back to [`Kernels::Candle`].
+    OneDnn,
+}
+
+enum Body {
+    Candle(Vec<Layer>),
+    #[cfg(feature = "onednn")]
+    Packed(super::onednn::PackedLayers),
+}
+
 /// Embeddings plus the stack of transformer layers; returns the last hidden state.
 pub struct Encoder {
     embeddings: Embeddings,
-    layers: Vec<Layer>,
+    body: Body,
     single_type: bool,
+    hidden: usize,
 }
 
 impl Encoder {
     /// Loads the encoder from `vb` (f32), which must point at the model prefix (`bert.`,
     /// `roberta.` or the root for sentence-transformers checkpoints), with its projections in
-    /// `precision`.
-    pub fn load(vb: VarBuilder, cfg: &HfConfig, precision: Precision) -> Result<Self, EngineError> {
+    /// `precision`, on `kernels` where they can run it.
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &HfConfig,
+        precision: Precision,
+        kernels: Kernels,
+    ) -> Result<Self, EngineError> {
         let embeddings = Embeddings::load(vb.pp("embeddings"), cfg, precision)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let lv = vb.pp("encoder").pp("layer").pp(i.to_string());
-                Ok(Layer {
-                    attention: SelfAttention::load(lv.pp("attention"), cfg, precision)?,
-                    feed_forward: FeedForward::load(lv.clone(), cfg, precision)?,
-                })
-            })
-            .collect::<Result<Vec<_>, EngineError>>()?;
+        let weights = LayerWeights::load_all(&vb, cfg)?;
+        let body = match Self::packed(&weights, cfg, precision, kernels)? {
+            Some(body) => body,
+            None => Body::Candle(
+                weights
+                    .iter()
+                    .map(|w| {
+                        Ok(Layer {
+                            attention: SelfAttention::new(w, precision)?,
+                            feed_forward: FeedForward::new(w, precision)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, EngineError>>()?,
+            ),
+        };
         Ok(Self {
             embeddings,
-            layers,
+            body,
             single_type: cfg.type_vocab_size <= 1,
+            hidden: cfg.hidden_size,
         })
+    }
+
+    #[cfg(feature = "onednn")]
+    fn packed(
+        weights: &[LayerWeights],
+        cfg: &HfConfig,
+        precision: Precision,
+        kernels: Kernels,
+    ) -> Result<Option<Body>, EngineError> {
+        if kernels != Kernels::OneDnn {
+            return Ok(None);
+        }
+        if !super::onednn::supports(precision, cfg.hidden_act) {
+            tracing::info!(
+                precision = precision.name(),
+                activation = ?cfg.hidden_act,
+                "oneDNN kernels do not cover this model/precision; using candle"
+            );
+            return Ok(None);
+        }
+        match super::onednn::PackedLayers::new(weights, precision) {
+            Ok(layers) => {
+                tracing::info!(
+                    precision = precision.name(),
+                    kernel = layers.implementation(),
+                    "transformer layers on oneDNN (packed sequences)"
+                );
+                Ok(Some(Body::Packed(layers)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "oneDNN unavailable; using candle");
+                Ok(None)
+            }
+        }
+    }
+
+    #[cfg(not(feature = "onednn"))]
+    fn packed(
+        _weights: &[LayerWeights],
+        _cfg: &HfConfig,
+        _precision: Precision,
+        kernels: Kernels,
+    ) -> Result<Option<Body>, EngineError> {
+        if kernels == Kernels::OneDnn {
+            tracing::info!("built without the `onednn` feature; using candle");
+        }
+        Ok(None)
+    }
+
+    /// Whether the layers run over packed sequences (then batches are bounded by real tokens,
+    /// not `rows × longest`).
+    pub fn is_packed(&self) -> bool {
+        !matches!(self.body, Body::Candle(_))
+    }
+
+    /// The kernels actually running the layers.
+    pub fn kernels(&self) -> Kernels {
+        match self.body {
+            Body::Candle(_) => Kernels::Candle,
+            #[cfg(feature = "onednn")]
+            Body::Packed(_) => Kernels::OneDnn,
+        }
+    }
+
+    /// `candle`, or `onednn (<kernel family>)`, for `/info`.
+    pub fn kernels_name(&self) -> String {
+        match &self.body {
+            Body::Candle(_) => "candle".into(),
+            #[cfg(feature = "onednn")]
+            Body::Packed(layers) => format!("onednn ({})", layers.implementation()),
+        }
     }
 
     /// Bytes of all weights as stored (embeddings, projections, LayerNorms).
@@ -272,30 +425,102 @@ impl Encoder {
         let tensor_bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
         let layer_norm =
             |ln: &LayerNorm| tensor_bytes(ln.weight()) + ln.bias().map_or(0, tensor_bytes);
-        let mut total = e.words.weight_bytes()
+        let embeddings = e.words.weight_bytes()
             + tensor_bytes(e.positions.embeddings())
             + e.token_types
                 .as_ref()
                 .map_or(0, |t| tensor_bytes(t.embeddings()))
             + layer_norm(&e.layer_norm);
-        for layer in &self.layers {
-            let (a, f) = (&layer.attention, &layer.feed_forward);
-            total += a.qkv.weight_bytes() + a.output.weight_bytes() + layer_norm(&a.layer_norm);
-            total +=
-                f.intermediate.weight_bytes() + f.output.weight_bytes() + layer_norm(&f.layer_norm);
-        }
-        total
+        let layers = match &self.body {
+            Body::Candle(layers) => layers
+                .iter()
+                .map(|layer| {
+                    let (a, f) = (&layer.attention, &layer.feed_forward);
+                    a.qkv.weight_bytes()
+                        + a.output.weight_bytes()
+                        + layer_norm(&a.layer_norm)
+                        + f.intermediate.weight_bytes()
+                        + f.output.weight_bytes()
+                        + layer_norm(&f.layer_norm)
+                })
+                .sum(),
+            #[cfg(feature = "onednn")]
+            Body::Packed(layers) => layers.weight_bytes(),
+        };
+        embeddings + layers
     }
 
-    /// (batch, seq, hidden) last hidden state.
+    /// (batch, seq, hidden) last hidden state of a padded batch.
     pub fn forward(&self, input: &EncoderInput) -> Result<Tensor, EngineError> {
         let mut x = self.embeddings.forward(input, self.single_type)?;
-        for layer in &self.layers {
-            x = layer.attention.forward(&x, &input.attention_bias)?;
-            x = layer.feed_forward.forward(&x)?;
+        match &self.body {
+            Body::Candle(layers) => {
+                for layer in layers {
+                    x = layer.attention.forward(&x, &input.attention_bias)?;
+                    x = layer.feed_forward.forward(&x)?;
+                }
+                Ok(x)
+            }
+            #[cfg(feature = "onednn")]
+            Body::Packed(_) => Err(EngineError::Internal(
+                "padded batch sent to the packed encoder".into(),
+            )),
         }
-        Ok(x)
     }
+
+    /// Runs `sequences` packed end to end (no padding inside the layers) and returns the
+    /// same (batch, longest, hidden) hidden state and (batch, longest) token mask as a padded
+    /// forward pass would, for the heads.
+    pub fn forward_packed(
+        &self,
+        sequences: &[(&[u32], &[u32])],
+        position_offset: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor), EngineError> {
+        let input = EncoderInput::packed(sequences, position_offset, device)?;
+        let embedded = self.embeddings.forward(&input, self.single_type)?;
+        #[cfg_attr(not(feature = "onednn"), allow(unused_mut))]
+        let mut x: Vec<f32> = embedded.flatten_all()?.to_vec1::<f32>()?;
+        let mut offsets = Vec::with_capacity(sequences.len() + 1);
+        offsets.push(0i64);
+        for (ids, _) in sequences {
+            offsets.push(offsets.last().copied().unwrap_or(0) + ids.len() as i64);
+        }
+        match &self.body {
+            Body::Candle(_) => {
+                return Err(EngineError::Internal(
+                    "packed batch sent to the padded encoder".into(),
+                ))
+            }
+            #[cfg(feature = "onednn")]
+            Body::Packed(layers) => layers.forward(&mut x, &offsets)?,
+        }
+        unpack(&x, &offsets, self.hidden, device)
+    }
+}
+
+/// Scatters packed rows back into a zero-padded (batch, longest, hidden) tensor plus its mask.
+fn unpack(
+    packed: &[f32],
+    offsets: &[i64],
+    hidden: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor), EngineError> {
+    let batch = offsets.len().saturating_sub(1);
+    let lengths: Vec<usize> = offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    let mut padded = vec![0f32; batch * longest * hidden];
+    let mut mask = vec![0f32; batch * longest];
+    for (row, (&start, &len)) in offsets.iter().zip(&lengths).enumerate() {
+        let start = start as usize * hidden;
+        let dst = row * longest * hidden;
+        padded[dst..dst + len * hidden].copy_from_slice(&packed[start..start + len * hidden]);
+        mask[row * longest..row * longest + len].fill(1.0);
+    }
+    Ok((
+        Tensor::from_vec(padded, (batch, longest, hidden), device)?,
+        Tensor::from_vec(mask, (batch, longest), device)?,
+    ))
 }
 
 /// The first token's hidden state of every row: (batch, hidden).

@@ -10,6 +10,7 @@
 //! - [`tokenize`]: pair encoding, truncation and the length limit.
 //! - [`encoder`]: the BERT/RoBERTa transformer forward pass.
 //! - [`precision`]: f32 / bf16 / f16 / int8 projections.
+//! - `onednn` (feature `onednn`): the packed oneDNN forward pass for CPUs.
 //! - [`heads`]: classification heads and bi-encoder pooling; logits → one raw score.
 //! - [`batching`]: token-budget forward batches.
 //! - [`reranker`]: the candle backend tying them together.
@@ -19,6 +20,8 @@ pub mod encoder;
 pub mod heads;
 pub mod hf_config;
 pub mod model_files;
+#[cfg(feature = "onednn")]
+pub mod onednn;
 pub mod precision;
 pub mod reranker;
 pub mod tokenize;
@@ -27,6 +30,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use encoder::Kernels;
 pub use model_files::{ModelFiles, ModelSource};
 pub use precision::Precision;
 pub use reranker::{CandleReranker, LoadOptions, SUPPORTED_ARCHITECTURES};
@@ -78,6 +82,8 @@ pub struct ModelInfo {
     pub pooling: Option<String>,
     /// Bytes of the encoder's weights as stored in this precision.
     pub weight_bytes: usize,
+    /// What runs the transformer layers: `candle`, or `onednn (<kernel family>)`.
+    pub kernels: String,
 }
 
 /// One (query, document) pair, tokenized for the model.

@@ -16,6 +16,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::Linear;
 
+use super::encoder::Kernels;
 use super::EngineError;
 
 /// The precision a model runs in (what `QUANTIZATION` asked for, after fallbacks).
@@ -38,13 +39,17 @@ impl Precision {
         }
     }
 
-    /// What `/health.model.dtype` reports: the projections' arithmetic.
-    pub fn dtype_name(self) -> &'static str {
-        match self {
-            Self::F32 => "float32",
-            Self::Bf16 => "bfloat16 weights, float32 compute",
-            Self::F16 => "float16 weights, float32 compute",
-            Self::Int8 => "int8 weights (Q8_0), float32 compute",
+    /// What `/health.model.dtype` reports: the projections' arithmetic on `kernels`.
+    pub fn dtype_name(self, kernels: Kernels) -> &'static str {
+        match (self, kernels) {
+            (Self::F32, _) => "float32",
+            (Self::Bf16, Kernels::OneDnn) => "bfloat16 (float32 accumulation)",
+            (Self::Int8, Kernels::OneDnn) => {
+                "int8 (per-channel weights, per-token dynamic activations, int32 accumulation)"
+            }
+            (Self::Bf16, Kernels::Candle) => "bfloat16 weights, float32 compute",
+            (Self::F16, _) => "float16 weights, float32 compute",
+            (Self::Int8, Kernels::Candle) => "int8 weights (Q8_0), float32 compute",
         }
     }
 

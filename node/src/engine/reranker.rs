@@ -8,8 +8,9 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
+use super::batching::packed_batches;
 use super::batching::token_budget_batches;
-use super::encoder::{Encoder, EncoderInput};
+use super::encoder::{Encoder, EncoderInput, Kernels};
 use super::heads::{cosine, raw_score, ClassifierHead, Pooling};
 use super::hf_config::{HfConfig, PoolingConfig, SentenceBertConfig, TokenizerConfig};
 use super::model_files::{ModelFiles, WeightFiles};
@@ -36,6 +37,21 @@ pub struct LoadOptions {
     pub max_batch_tokens: usize,
     /// Precision asked for; a mode the model cannot run falls back to f32 with a warning.
     pub precision: Precision,
+    /// Kernels for the transformer layers on a CPU (oneDNN falls back to candle where it
+    /// cannot run the model or the build lacks it).
+    pub kernels: Kernels,
+}
+
+impl LoadOptions {
+    /// f32 on `device` with the fastest kernels this build has.
+    pub fn new(device: Device, max_batch_tokens: usize, precision: Precision) -> Self {
+        Self {
+            device,
+            max_batch_tokens,
+            precision,
+            kernels: Kernels::OneDnn,
+        }
+    }
 }
 
 enum Scoring {
@@ -127,7 +143,12 @@ impl CandleReranker {
             );
             Precision::F32
         };
-        let encoder = Encoder::load(encoder_vb.clone(), &cfg, precision)?;
+        let kernels = if opts.device.is_cpu() {
+            opts.kernels
+        } else {
+            Kernels::Candle
+        };
+        let encoder = Encoder::load(encoder_vb.clone(), &cfg, precision, kernels)?;
 
         let pooling_cfg: Option<PoolingConfig> =
             files.pooling_config.as_deref().map(read_json).transpose()?;
@@ -171,9 +192,10 @@ impl CandleReranker {
             architecture,
             kind,
             device: device_name(&opts.device),
-            dtype: precision.dtype_name().into(),
+            dtype: precision.dtype_name(encoder.kernels()).into(),
             quantization: precision.name().into(),
             weight_bytes: encoder.weight_bytes(),
+            kernels: encoder.kernels_name(),
             max_input_length: max_length,
             num_labels: match &scoring {
                 Scoring::Classifier(head) => Some(head.label_count()),
@@ -203,6 +225,24 @@ impl CandleReranker {
         mut each: impl FnMut(&[usize], &Tensor, &Tensor) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+        if self.encoder.is_packed() {
+            for batch in packed_batches(&lengths, self.max_batch_tokens) {
+                let rows: Vec<(&[u32], &[u32])> = batch
+                    .iter()
+                    .map(|&i| {
+                        (
+                            sequences[i].ids.as_slice(),
+                            sequences[i].type_ids.as_slice(),
+                        )
+                    })
+                    .collect();
+                let (hidden, mask) =
+                    self.encoder
+                        .forward_packed(&rows, self.position_offset, &self.device)?;
+                each(&batch, &hidden, &mask)?;
+            }
+            return Ok(());
+        }
         for batch in token_budget_batches(&lengths, self.max_batch_tokens) {
             let rows: Vec<(&[u32], &[u32])> = batch
                 .iter()

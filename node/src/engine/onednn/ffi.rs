@@ -1,0 +1,457 @@
+//! The C layer over oneDNN (`csrc/dnnl_gemm.c`) and safe owners of its handles.
+//!
+//! Handles are created once per model and freed on drop. The C side keeps per-shape primitive
+//! caches inside them, so a context and the projections used with it must be driven by one
+//! thread at a time: [`super::PackedLayers`] keeps them all behind one mutex.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::ptr::NonNull;
+
+use crate::engine::EngineError;
+
+#[repr(C)]
+struct RawGemm {
+    _opaque: [u8; 0],
+}
+
+#[repr(C)]
+struct RawCtx {
+    _opaque: [u8; 0],
+}
+
+extern "C" {
+    fn rr_gemm_create(
+        kind: c_int,
+        k: i64,
+        n: i64,
+        weights: *const std::ffi::c_void,
+        bias: *const f32,
+        scales: *const f32,
+        flags: c_int,
+    ) -> *mut RawGemm;
+    fn rr_gemm_impl(g: *const RawGemm) -> *const c_char;
+    fn rr_gemm_free(g: *mut RawGemm);
+    fn rr_gemm_run(
+        c: *mut RawCtx,
+        g: *mut RawGemm,
+        m: i64,
+        x: *const std::ffi::c_void,
+        y: *mut std::ffi::c_void,
+    ) -> c_int;
+    fn rr_ctx_create(heads: i64, d: i64, eps: f32) -> *mut RawCtx;
+    fn rr_ctx_free(c: *mut RawCtx);
+    fn rr_attention(
+        c: *mut RawCtx,
+        qkv: *const f32,
+        nseq: i64,
+        offsets: *const i64,
+        ctx: *mut f32,
+    ) -> c_int;
+    fn rr_layer_norm(
+        c: *mut RawCtx,
+        x: *mut f32,
+        m: i64,
+        gamma: *const f32,
+        beta: *const f32,
+    ) -> c_int;
+    fn rr_to_bf16(c: *mut RawCtx, x: *const f32, y: *mut u16, len: i64) -> c_int;
+    fn rr_gelu(c: *mut RawCtx, x: *mut f32, len: i64) -> c_int;
+    fn rr_quantize_rows(x: *const f32, m: i64, n: i64, q: *mut i8, scale: *mut f32);
+    fn rr_scale_rows(
+        y: *mut f32,
+        m: i64,
+        n: i64,
+        row_scale: *const f32,
+        bias: *const f32,
+        acc: *mut f32,
+    );
+}
+
+fn failed(what: &str) -> EngineError {
+    EngineError::Internal(format!("oneDNN {what} failed"))
+}
+
+fn check(rc: c_int, what: &str) -> Result<(), EngineError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(failed(what))
+    }
+}
+
+/// The element type of a projection's input and weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmKind {
+    F32 = 0,
+    Bf16 = 1,
+    /// Signed int8, with one f32 scale per output column applied to the int32 sums.
+    S8 = 2,
+}
+
+/// What a projection does after the matrix product.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue {
+    /// Add the result to what the output buffer holds (a residual connection).
+    pub accumulate: bool,
+    /// Apply exact (erf) GELU.
+    pub gelu: bool,
+    /// Write bf16 instead of f32.
+    pub bf16_output: bool,
+}
+
+impl Epilogue {
+    fn flags(self) -> c_int {
+        c_int::from(self.gelu)
+            | (c_int::from(self.accumulate) << 1)
+            | (c_int::from(self.bf16_output) << 2)
+    }
+}
+
+/// One weight matrix in oneDNN's preferred layout, with its epilogue compiled in.
+pub struct Gemm {
+    raw: NonNull<RawGemm>,
+    k: usize,
+    n: usize,
+    kind: GemmKind,
+}
+
+// SAFETY: the handle owns its memory; callers serialize use through `PackedLayers`' mutex.
+unsafe impl Send for Gemm {}
+
+impl Gemm {
+    /// `weight` is (n × k) row-major in `kind`'s element type (`u16` bits for bf16, `i8` for
+    /// int8); `scales` (n) only for int8.
+    ///
+    /// # Safety
+    /// `weight` must point at `n × k` elements of `kind`'s type.
+    unsafe fn create(
+        kind: GemmKind,
+        n: usize,
+        k: usize,
+        weight: *const std::ffi::c_void,
+        bias: Option<&[f32]>,
+        scales: Option<&[f32]>,
+        epilogue: Epilogue,
+    ) -> Result<Self, EngineError> {
+        let raw = rr_gemm_create(
+            kind as c_int,
+            k as i64,
+            n as i64,
+            weight,
+            bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+            scales.map_or(std::ptr::null(), |s| s.as_ptr()),
+            epilogue.flags(),
+        );
+        NonNull::new(raw)
+            .map(|raw| Self { raw, k, n, kind })
+            .ok_or_else(|| failed("matmul creation"))
+    }
+
+    /// An f32 projection.
+    pub fn f32(
+        weight: &[f32],
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+    ) -> Result<Self, EngineError> {
+        expect_len(weight.len(), n * k)?;
+        // SAFETY: length checked above.
+        unsafe {
+            Self::create(
+                GemmKind::F32,
+                n,
+                k,
+                weight.as_ptr().cast(),
+                bias,
+                None,
+                epilogue,
+            )
+        }
+    }
+
+    /// A bf16 projection (`weight` holds bf16 bit patterns).
+    pub fn bf16(
+        weight: &[u16],
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+    ) -> Result<Self, EngineError> {
+        expect_len(weight.len(), n * k)?;
+        // SAFETY: length checked above.
+        unsafe {
+            Self::create(
+                GemmKind::Bf16,
+                n,
+                k,
+                weight.as_ptr().cast(),
+                bias,
+                None,
+                epilogue,
+            )
+        }
+    }
+
+    /// An int8 projection with per-output-column `scales`; bias and residual are applied by
+    /// the caller after the per-row activation scale (see [`scale_rows`]).
+    pub fn s8(weight: &[i8], n: usize, k: usize, scales: &[f32]) -> Result<Self, EngineError> {
+        expect_len(weight.len(), n * k)?;
+        expect_len(scales.len(), n)?;
+        // SAFETY: lengths checked above.
+        unsafe {
+            Self::create(
+                GemmKind::S8,
+                n,
+                k,
+                weight.as_ptr().cast(),
+                None,
+                Some(scales),
+                Epilogue::default(),
+            )
+        }
+    }
+
+    /// The oneDNN implementation in use, e.g. `brg:avx512_core_bf16`.
+    pub fn implementation(&self) -> String {
+        // SAFETY: the string lives in the handle and is NUL-terminated.
+        unsafe { CStr::from_ptr(rr_gemm_impl(self.raw.as_ptr())) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Output columns (n).
+    pub fn outputs(&self) -> usize {
+        self.n
+    }
+
+    /// Bytes of the weights as stored (oneDNN's blocked layout may pad a little more).
+    pub fn weight_bytes(&self) -> usize {
+        let element = match self.kind {
+            GemmKind::F32 => 4,
+            GemmKind::Bf16 => 2,
+            GemmKind::S8 => 1,
+        };
+        self.k * self.n * element
+            + if self.kind == GemmKind::S8 {
+                self.n * 4
+            } else {
+                0
+            }
+    }
+}
+
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        // SAFETY: created by rr_gemm_create, freed once.
+        unsafe { rr_gemm_free(self.raw.as_ptr()) }
+    }
+}
+
+fn expect_len(got: usize, want: usize) -> Result<(), EngineError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(EngineError::Internal(format!(
+            "buffer of {got} values where {want} are needed"
+        )))
+    }
+}
+
+/// A model's execution context: stream and the attention/LayerNorm primitive caches.
+pub struct Ctx {
+    raw: NonNull<RawCtx>,
+    heads: usize,
+    head_dim: usize,
+}
+
+// SAFETY: see `Gemm`.
+unsafe impl Send for Ctx {}
+
+impl Ctx {
+    pub fn new(heads: usize, head_dim: usize, eps: f32) -> Result<Self, EngineError> {
+        // SAFETY: plain values.
+        let raw = unsafe { rr_ctx_create(heads as i64, head_dim as i64, eps) };
+        NonNull::new(raw)
+            .map(|raw| Self {
+                raw,
+                heads,
+                head_dim,
+            })
+            .ok_or_else(|| failed("engine creation"))
+    }
+
+    fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// `y (m × n) [+]= x (m × k) · Wᵀ`: `x` and `y` in the element types `gemm` was built for.
+    pub fn gemm<X: Element, Y: Element>(
+        &mut self,
+        gemm: &Gemm,
+        m: usize,
+        x: &[X],
+        y: &mut [Y],
+    ) -> Result<(), EngineError> {
+        expect_len(x.len(), m * gemm.k)?;
+        expect_len(y.len(), m * gemm.n)?;
+        // SAFETY: buffer sizes checked; the handle and context are exclusively borrowed.
+        check(
+            unsafe {
+                rr_gemm_run(
+                    self.raw.as_ptr(),
+                    gemm.raw.as_ptr(),
+                    m as i64,
+                    x.as_ptr().cast(),
+                    y.as_mut_ptr().cast(),
+                )
+            },
+            "matmul",
+        )
+    }
+
+    /// Attention over packed sequences (`offsets`: m + 1 row boundaries).
+    pub fn attention(
+        &mut self,
+        qkv: &[f32],
+        offsets: &[i64],
+        ctx: &mut [f32],
+    ) -> Result<(), EngineError> {
+        let rows = offsets.last().copied().unwrap_or(0).max(0) as usize;
+        expect_len(qkv.len(), rows * 3 * self.hidden())?;
+        expect_len(ctx.len(), rows * self.hidden())?;
+        // SAFETY: sizes checked; offsets are non-decreasing (built by the caller from lengths).
+        check(
+            unsafe {
+                rr_attention(
+                    self.raw.as_ptr(),
+                    qkv.as_ptr(),
+                    offsets.len() as i64 - 1,
+                    offsets.as_ptr(),
+                    ctx.as_mut_ptr(),
+                )
+            },
+            "attention",
+        )
+    }
+
+    /// In-place LayerNorm of the rows of `x`.
+    pub fn layer_norm(
+        &mut self,
+        x: &mut [f32],
+        gamma: &[f32],
+        beta: &[f32],
+    ) -> Result<(), EngineError> {
+        let h = self.hidden();
+        expect_len(gamma.len(), h)?;
+        expect_len(beta.len(), h)?;
+        // SAFETY: gamma/beta sizes checked, x holds whole rows.
+        check(
+            unsafe {
+                rr_layer_norm(
+                    self.raw.as_ptr(),
+                    x.as_mut_ptr(),
+                    (x.len() / h) as i64,
+                    gamma.as_ptr(),
+                    beta.as_ptr(),
+                )
+            },
+            "layer norm",
+        )
+    }
+
+    /// f32 → bf16 bits.
+    pub fn to_bf16(&mut self, x: &[f32], y: &mut [u16]) -> Result<(), EngineError> {
+        expect_len(y.len(), x.len())?;
+        // SAFETY: equal lengths checked.
+        check(
+            unsafe {
+                rr_to_bf16(
+                    self.raw.as_ptr(),
+                    x.as_ptr(),
+                    y.as_mut_ptr(),
+                    x.len() as i64,
+                )
+            },
+            "bf16 conversion",
+        )
+    }
+
+    /// In-place exact GELU.
+    pub fn gelu(&mut self, x: &mut [f32]) -> Result<(), EngineError> {
+        // SAFETY: the slice bounds the length.
+        check(
+            unsafe { rr_gelu(self.raw.as_ptr(), x.as_mut_ptr(), x.len() as i64) },
+            "gelu",
+        )
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        // SAFETY: created by rr_ctx_create, freed once.
+        unsafe { rr_ctx_free(self.raw.as_ptr()) }
+    }
+}
+
+/// Element types a GEMM reads or writes.
+pub trait Element: Copy {}
+impl Element for f32 {}
+impl Element for u16 {}
+impl Element for i8 {}
+
+/// Per-row symmetric int8 quantization of `x` (rows of `n`): fills `q` and `scales`.
+pub fn quantize_rows(
+    x: &[f32],
+    n: usize,
+    q: &mut [i8],
+    scales: &mut [f32],
+) -> Result<(), EngineError> {
+    let m = x.len() / n.max(1);
+    expect_len(x.len(), m * n)?;
+    expect_len(q.len(), x.len())?;
+    expect_len(scales.len(), m)?;
+    // SAFETY: sizes checked.
+    unsafe {
+        rr_quantize_rows(
+            x.as_ptr(),
+            m as i64,
+            n as i64,
+            q.as_mut_ptr(),
+            scales.as_mut_ptr(),
+        )
+    };
+    Ok(())
+}
+
+/// `y[r, c]·row_scale[r] + bias[c]`, in place, or added into `acc` when given.
+pub fn scale_rows(
+    y: &mut [f32],
+    n: usize,
+    row_scale: &[f32],
+    bias: &[f32],
+    acc: Option<&mut [f32]>,
+) -> Result<(), EngineError> {
+    let m = row_scale.len();
+    expect_len(y.len(), m * n)?;
+    expect_len(bias.len(), n)?;
+    let acc_ptr = match acc {
+        Some(a) => {
+            expect_len(a.len(), m * n)?;
+            a.as_mut_ptr()
+        }
+        None => std::ptr::null_mut(),
+    };
+    // SAFETY: sizes checked.
+    unsafe {
+        rr_scale_rows(
+            y.as_mut_ptr(),
+            m as i64,
+            n as i64,
+            row_scale.as_ptr(),
+            bias.as_ptr(),
+            acc_ptr,
+        )
+    };
+    Ok(())
+}
