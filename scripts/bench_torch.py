@@ -18,8 +18,10 @@ Usage:
 
 The workload file is {"query": str, "documents": [str, ...]}.  The model directory is any
 cross-encoder checkpoint CrossEncoder can load (config.json, tokenizer files, weights); the max
-length is the model's own (tokenizer model_max_length).  Modes: fp32, and bf16 (the same fp32
-model run under torch.autocast("cpu", dtype=torch.bfloat16)).
+length is the model's own (tokenizer model_max_length).  Modes: fp32; bf16 (the same fp32
+model run under torch.autocast("cpu", dtype=torch.bfloat16)); int8 (a copy with every nn.Linear
+dynamically quantized, torch.ao.quantization.quantize_dynamic with qint8 — PyTorch's own CPU int8
+path; reported as failed where this torch no longer ships it).
 
 A quick test checkpoint can be made from all-MiniLM-L6-v2 (random, seeded classifier head):
   python3 -c "import torch, shutil, glob; from transformers import BertForSequenceClassification as B; \
@@ -41,7 +43,7 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-MODES = ("fp32", "bf16")
+MODES = ("fp32", "bf16", "int8")
 
 
 def log(*args) -> None:
@@ -62,7 +64,7 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     ap.add_argument("--batch-size", type=int, default=64, help="CrossEncoder.predict batch size (default 64)")
     ap.add_argument("--seconds", type=float, default=10.0, help="minimum measured seconds per mode (default 10)")
-    ap.add_argument("--modes", default="fp32,bf16", help="comma separated subset of fp32,bf16 (default both)")
+    ap.add_argument("--modes", default="fp32,bf16", help="comma separated subset of fp32,bf16,int8 (default fp32,bf16)")
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error("--threads must be >= 1")
@@ -123,6 +125,8 @@ def main(argv=None) -> int:
             f"modes={','.join(args.modes)} seconds>={args.seconds}"
         )
 
+        fp32_module = model.model
+
         def run_once(mode: str):
             ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
             with torch.inference_mode(), ctx:
@@ -130,6 +134,17 @@ def main(argv=None) -> int:
 
         results = {}
         for mode in args.modes:
+            model.model = fp32_module
+            if mode == "int8":
+                try:
+                    import copy
+
+                    from torch.ao.quantization import quantize_dynamic
+
+                    model.model = quantize_dynamic(copy.deepcopy(fp32_module), {torch.nn.Linear}, dtype=torch.qint8)
+                except Exception as e:  # noqa: BLE001 - reported, the other modes still run
+                    log(f"bench_torch: int8 unavailable: {type(e).__name__}: {e}")
+                    continue
             t = time.perf_counter()
             scores = run_once(mode)  # warm-up, not measured
             log(f"bench_torch: {mode} warm-up {time.perf_counter() - t:.3f}s, first scores {list(scores[:3])}")

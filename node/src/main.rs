@@ -61,13 +61,30 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Precision of our engine: none, bf16, f16, int8.
-        #[arg(long, default_value = "none")]
-        quantization: String,
+        /// Precisions of our engine, comma-separated: none, bf16, f16, int8.
+        #[arg(long, default_value = "none,bf16,int8", value_delimiter = ',')]
+        quantization: Vec<String>,
+        /// Documents of random length between these word-piece counts (e.g. 8..384) instead
+        /// of --document-tokens each; adds rows for the same pairs padded to the longest.
+        #[arg(long, value_parser = parse_range)]
+        mixed_lengths: Option<(usize, usize)>,
         /// Kernels of our engine: onednn (falls back to candle where not built) or candle.
         #[arg(long, default_value = "onednn")]
         kernels: String,
     },
+}
+
+/// `LOW..HIGH` word pieces.
+fn parse_range(text: &str) -> Result<(usize, usize), String> {
+    let (low, high) = text
+        .split_once("..")
+        .ok_or_else(|| format!("expected LOW..HIGH, got {text:?}"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|e| format!("{v:?}: {e}"));
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low > high {
+        return Err(format!("{low} > {high}"));
+    }
+    Ok((low, high))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             torch_threads,
             json,
             quantization,
+            mixed_lengths,
             kernels,
         } => {
             let _telemetry = telemetry::init("rerank-node", None);
@@ -109,9 +127,15 @@ fn main() -> anyhow::Result<()> {
                 max_batch_tokens,
                 python: (!no_torch).then_some(python),
                 torch_threads,
-                precision: rerank_node::server::precision_of(
-                    Quantization::try_from(quantization).map_err(anyhow::Error::msg)?,
-                ),
+                precisions: quantization
+                    .into_iter()
+                    .map(|q| {
+                        Quantization::try_from(q)
+                            .map(rerank_node::server::precision_of)
+                            .map_err(anyhow::Error::msg)
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                mixed_lengths,
                 kernels: rerank_node::server::kernels_of(
                     CpuKernels::try_from(kernels).map_err(anyhow::Error::msg)?,
                 ),

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::engine::{
-    CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend,
-    TruncationOptions,
+    CandleReranker, EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision,
+    RerankBackend, TruncationOptions,
 };
 
 /// What to benchmark.
@@ -34,9 +34,13 @@ pub struct BenchSettings {
     /// Also run `scripts/bench_torch.py` with this interpreter (skipped when `None`).
     pub python: Option<String>,
     pub torch_threads: usize,
-    /// Precision of our engine's run.
-    pub precision: Precision,
+    /// Our engine runs once per precision, in this order.
+    pub precisions: Vec<Precision>,
     pub kernels: Kernels,
+    /// Document lengths drawn uniformly from this range of word pieces instead of
+    /// `document_tokens` each; our engine is then also timed on the same pairs padded to the
+    /// longest, to show what packing saves.
+    pub mixed_lengths: Option<(usize, usize)>,
 }
 
 /// The query/documents file both engines read.
@@ -50,6 +54,8 @@ pub struct Workload {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
     pub engine: String,
+    /// `none`/`bf16`/`int8` for our rows, `fp32`/`bf16`/`int8` for PyTorch's.
+    pub precision: String,
     pub pairs_per_s: Option<f64>,
     pub note: String,
 }
@@ -59,6 +65,8 @@ pub struct BenchRow {
 pub struct BenchReport {
     pub documents: usize,
     pub mean_pair_tokens: f64,
+    pub shortest_pair_tokens: usize,
+    pub longest_pair_tokens: usize,
     pub rows: Vec<BenchRow>,
 }
 
@@ -145,11 +153,13 @@ const WORDS: &[&str] = &[
     "station",
 ];
 
-/// Generates a deterministic workload: documents of ~`tokens` word pieces each.
+/// Generates a deterministic workload: documents of ~`tokens` word pieces each, or of a length
+/// drawn uniformly from `mixed` (min, max).
 pub fn generate_workload(
     tokenizer: &Tokenizer,
     documents: usize,
     tokens: usize,
+    mixed: Option<(usize, usize)>,
 ) -> Result<Workload, EngineError> {
     let mut rng = StdRng::seed_from_u64(7);
     let count = |text: &str| {
@@ -160,8 +170,12 @@ pub fn generate_workload(
     };
     let mut docs = Vec::with_capacity(documents);
     for _ in 0..documents {
+        let target = match mixed {
+            Some((low, high)) => rng.random_range(low..=high.max(low)),
+            None => tokens,
+        };
         let mut doc = String::new();
-        while count(&doc)? < tokens {
+        while count(&doc)? < target {
             if !doc.is_empty() {
                 doc.push(' ');
             }
@@ -175,18 +189,12 @@ pub fn generate_workload(
     })
 }
 
-fn measure(
-    backend: &CandleReranker,
-    workload: &Workload,
+/// Pairs per second of `run` (which scores `pairs` pairs) over at least `seconds`.
+fn time_pairs(
+    pairs: usize,
     seconds: f64,
+    run: impl Fn() -> Result<(), EngineError>,
 ) -> Result<f64, EngineError> {
-    let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
-    let opts = TruncationOptions::default();
-    let run = || -> Result<(), EngineError> {
-        let pairs = backend.encode(&workload.query, &docs, &opts)?;
-        backend.score(&pairs)?;
-        Ok(())
-    };
     run()?; // warm-up
     let budget = Duration::from_secs_f64(seconds);
     let started = Instant::now();
@@ -195,7 +203,42 @@ fn measure(
         run()?;
         iterations += 1;
     }
-    Ok((iterations * docs.len()) as f64 / started.elapsed().as_secs_f64())
+    Ok((iterations * pairs) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Tokenization plus scoring of the whole workload.
+fn measure(
+    backend: &CandleReranker,
+    workload: &Workload,
+    seconds: f64,
+) -> Result<f64, EngineError> {
+    let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
+    let opts = TruncationOptions::default();
+    time_pairs(docs.len(), seconds, || {
+        let pairs = backend.encode(&workload.query, &docs, &opts)?;
+        backend.score(&pairs)?;
+        Ok(())
+    })
+}
+
+/// Scoring of the workload's pairs right-padded with `pad_id` to the longest: what one padded
+/// batch costs on the same kernels (the scores are not meaningful, the time is).
+fn measure_padded(
+    backend: &CandleReranker,
+    workload: &Workload,
+    pad_id: u32,
+    seconds: f64,
+) -> Result<f64, EngineError> {
+    let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
+    let mut pairs = backend.encode(&workload.query, &docs, &TruncationOptions::default())?;
+    let longest = pairs.iter().map(|p| p.token_count()).max().unwrap_or(0);
+    for pair in &mut pairs {
+        if let EncodedPair::Cross(ids) = pair {
+            ids.ids.resize(longest, pad_id);
+            ids.type_ids.resize(longest, 0);
+        }
+    }
+    time_pairs(pairs.len(), seconds, || backend.score(&pairs).map(|_| ()))
 }
 
 #[derive(Deserialize)]
@@ -226,10 +269,13 @@ fn torch_rows(
         .arg(settings.torch_threads.to_string())
         .arg("--seconds")
         .arg(settings.seconds.to_string())
+        .arg("--modes")
+        .arg("fp32,bf16,int8")
         .output();
     let failed = |note: String| {
         vec![BenchRow {
             engine: "PyTorch (sentence-transformers CrossEncoder)".into(),
+            precision: String::new(),
             pairs_per_s: None,
             note,
         }]
@@ -250,13 +296,18 @@ fn torch_rows(
             .results
             .into_iter()
             .map(|(mode, r)| BenchRow {
-                engine: format!("PyTorch {} {mode} (CrossEncoder)", parsed.torch),
-                pairs_per_s: Some(r.pairs_per_s),
+                engine: format!("PyTorch {} CrossEncoder", parsed.torch),
                 note: format!(
                     "{} threads{}",
                     parsed.threads,
-                    if mode == "bf16" { ", autocast" } else { "" }
+                    match mode.as_str() {
+                        "bf16" => ", autocast",
+                        "int8" => ", quantize_dynamic",
+                        _ => "",
+                    }
                 ),
+                precision: mode,
+                pairs_per_s: Some(r.pairs_per_s),
             })
             .collect(),
         Err(e) => failed(format!("not measured: unreadable output ({e})")),
@@ -276,7 +327,13 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     tokenizer
         .with_truncation(None)
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-    let workload = generate_workload(&tokenizer, settings.documents, settings.document_tokens)?;
+    let workload = generate_workload(
+        &tokenizer,
+        settings.documents,
+        settings.document_tokens,
+        settings.mixed_lengths,
+    )?;
+    let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
     let workload_path = settings.work_dir.join("workload.json");
     std::fs::write(
         &workload_path,
@@ -284,51 +341,103 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     )?;
 
     let files = ModelFiles::from_dir(&model_dir, "minilm-l6-cross-encoder")?;
-    let backend = CandleReranker::load(
-        &files,
-        &LoadOptions {
-            kernels: settings.kernels,
-            ..LoadOptions::new(Device::Cpu, settings.max_batch_tokens, settings.precision)
-        },
-    )?;
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
-    let pairs = backend.encode(&workload.query, &docs, &TruncationOptions::default())?;
-    let mean_pair_tokens =
-        pairs.iter().map(|p| p.token_count()).sum::<usize>() as f64 / pairs.len().max(1) as f64;
-
-    let ours = measure(&backend, &workload, settings.seconds)?;
-    let mut rows = vec![BenchRow {
-        engine: format!("rerank-node (candle, {})", backend.info().dtype),
-        pairs_per_s: Some(ours),
-        note: format!("max_batch_tokens {}", settings.max_batch_tokens),
-    }];
+    let mut rows = Vec::new();
+    let mut token_counts = Vec::new();
+    for &precision in &settings.precisions {
+        let backend = CandleReranker::load(
+            &files,
+            &LoadOptions {
+                kernels: settings.kernels,
+                ..LoadOptions::new(Device::Cpu, settings.max_batch_tokens, precision)
+            },
+        )?;
+        if token_counts.is_empty() {
+            token_counts = backend
+                .encode(&workload.query, &docs, &TruncationOptions::default())?
+                .iter()
+                .map(|p| p.token_count())
+                .collect();
+        }
+        let info = backend.info();
+        let engine = format!("rerank-node {}", info.kernels);
+        rows.push(BenchRow {
+            engine: engine.clone(),
+            precision: info.quantization.clone(),
+            pairs_per_s: Some(measure(&backend, &workload, settings.seconds)?),
+            note: info.dtype.clone(),
+        });
+        if settings.mixed_lengths.is_some() {
+            rows.push(BenchRow {
+                engine: format!("{engine}, pairs padded to the longest"),
+                precision: info.quantization.clone(),
+                pairs_per_s: Some(measure_padded(
+                    &backend,
+                    &workload,
+                    pad_id,
+                    settings.seconds,
+                )?),
+                note: "same kernels, one padded batch".into(),
+            });
+        }
+    }
     if let Some(python) = &settings.python {
         rows.extend(torch_rows(python, &model_dir, &workload_path, settings));
     }
+    let total: usize = token_counts.iter().sum();
     Ok(BenchReport {
         documents: docs.len(),
-        mean_pair_tokens,
+        mean_pair_tokens: total as f64 / token_counts.len().max(1) as f64,
+        shortest_pair_tokens: token_counts.iter().copied().min().unwrap_or(0),
+        longest_pair_tokens: token_counts.iter().copied().max().unwrap_or(0),
         rows,
     })
 }
 
+/// PyTorch's mode an engine row is held against: fp32 for f32, bf16 for bf16 and int8 (the
+/// issue's goals: f32 ≥ PyTorch fp32, bf16 ≥ PyTorch bf16, int8 ≥ 1.5 × PyTorch bf16).
+fn peer_mode(precision: &str) -> &'static str {
+    match precision {
+        "bf16" | "int8" => "bf16",
+        _ => "fp32",
+    }
+}
+
 impl BenchReport {
-    /// A plain-text table, ours first, each peer with its ratio to ours.
+    /// A plain-text table; each of our rows with its ratio to PyTorch's matching mode.
     pub fn table(&self) -> String {
-        let ours = self.rows.first().and_then(|r| r.pairs_per_s);
+        let torch = |mode: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.engine.starts_with("PyTorch") && r.precision == mode)
+                .and_then(|r| r.pairs_per_s)
+        };
         let mut out = format!(
-            "workload: 1 query x {} documents, {:.1} tokens per pair\n\n{:<60} {:>10} {:>9}  {}\n",
-            self.documents, self.mean_pair_tokens, "engine", "pairs/s", "ours/x", "note"
+            "workload: 1 query x {} documents, {:.1} tokens per pair ({}..{})\n\n{:<58} {:<6} {:>9} {:>12}  {}\n",
+            self.documents,
+            self.mean_pair_tokens,
+            self.shortest_pair_tokens,
+            self.longest_pair_tokens,
+            "engine",
+            "mode",
+            "pairs/s",
+            "vs PyTorch",
+            "note"
         );
         for row in &self.rows {
             let rate = row.pairs_per_s.map_or("-".into(), |v| format!("{v:.1}"));
-            let ratio = match (ours, row.pairs_per_s) {
-                (Some(o), Some(v)) if v > 0.0 => format!("{:.2}x", o / v),
-                _ => "-".into(),
+            let ratio = if row.engine.starts_with("PyTorch") {
+                String::new()
+            } else {
+                let mode = peer_mode(&row.precision);
+                match (row.pairs_per_s, torch(mode)) {
+                    (Some(o), Some(t)) if t > 0.0 => format!("{:.2}x {mode}", o / t),
+                    _ => "-".into(),
+                }
             };
             out.push_str(&format!(
-                "{:<60} {:>10} {:>9}  {}\n",
-                row.engine, rate, ratio, row.note
+                "{:<58} {:<6} {:>9} {:>12}  {}\n",
+                row.engine, row.precision, rate, ratio, row.note
             ));
         }
         out
