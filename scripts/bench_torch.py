@@ -125,23 +125,22 @@ def main(argv=None) -> int:
             f"modes={','.join(args.modes)} seconds>={args.seconds}"
         )
 
-        fp32_module = model.model
+        models = {"fp32": model, "bf16": model}
 
         def run_once(mode: str):
             ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
             with torch.inference_mode(), ctx:
-                return model.predict(pairs, batch_size=args.batch_size, show_progress_bar=False)
+                return models[mode].predict(pairs, batch_size=args.batch_size, show_progress_bar=False)
 
         results = {}
         for mode in args.modes:
-            model.model = fp32_module
             if mode == "int8":
                 try:
                     import copy
 
                     from torch.ao.quantization import quantize_dynamic
 
-                    model.model = quantize_dynamic(copy.deepcopy(fp32_module), {torch.nn.Linear}, dtype=torch.qint8)
+                    models["int8"] = quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
                 except Exception as e:  # noqa: BLE001 - reported, the other modes still run
                     log(f"bench_torch: int8 unavailable: {type(e).__name__}: {e}")
                     continue
