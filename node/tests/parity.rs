@@ -60,7 +60,7 @@ fn fixtures() -> PathBuf {
 }
 
 /// Both CPU paths are held to the same reference: candle over padded batches, and (in builds
-/// with the `onednn` feature) oneDNN over packed sequences.
+/// with oneDNN) oneDNN over packed sequences.
 const KERNELS: &[Kernels] = &[Kernels::Candle, Kernels::OneDnn];
 
 fn load(dir: &Path, kernels: Kernels) -> CandleReranker {
@@ -73,7 +73,7 @@ fn load(dir: &Path, kernels: Kernels) -> CandleReranker {
         },
     )
     .expect("model loads");
-    let expected = if kernels == Kernels::OneDnn && cfg!(feature = "onednn") {
+    let expected = if kernels == Kernels::OneDnn && cfg!(has_onednn) {
         "onednn"
     } else {
         "candle"

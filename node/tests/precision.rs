@@ -34,7 +34,7 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// Every mode is checked on both CPU paths (oneDNN only in builds with the feature; elsewhere
+/// Every mode is checked on both CPU paths (oneDNN only in builds with oneDNN; elsewhere
 /// the second pass repeats candle).
 const KERNELS: &[Kernels] = &[Kernels::Candle, Kernels::OneDnn];
 
@@ -152,7 +152,9 @@ fn every_mode_loads_every_fixture_architecture() {
         for &kernels in KERNELS {
             failures.extend(check(&dir, &pairs, kernels));
         }
-        let f32_bytes = load(&dir, Precision::F32, Kernels::Candle).info().weight_bytes;
+        let f32_bytes = load(&dir, Precision::F32, Kernels::Candle)
+            .info()
+            .weight_bytes;
         for precision in [Precision::Bf16, Precision::F16, Precision::Int8] {
             let backend = load(&dir, precision, Kernels::Candle);
             assert_eq!(backend.info().quantization, precision.name(), "{name}");

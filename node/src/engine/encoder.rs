@@ -295,14 +295,14 @@ struct Layer {
 pub enum Kernels {
     /// Candle tensors over padded batches: every device, every precision.
     Candle,
-    /// oneDNN over packed sequences (cargo feature `onednn`): CPU only, f32/bf16/int8, GELU
+    /// oneDNN over packed sequences (in builds with oneDNN): CPU only, f32/bf16/int8, GELU
     /// models; anything else falls back to [`Kernels::Candle`].
     OneDnn,
 }
 
 enum Body {
     Candle(Vec<Layer>),
-    #[cfg(feature = "onednn")]
+    #[cfg(has_onednn)]
     Packed(super::onednn::PackedLayers),
 }
 
@@ -311,6 +311,7 @@ pub struct Encoder {
     embeddings: Embeddings,
     body: Body,
     single_type: bool,
+    #[cfg_attr(not(has_onednn), allow(dead_code))]
     hidden: usize,
 }
 
@@ -348,7 +349,7 @@ impl Encoder {
         })
     }
 
-    #[cfg(feature = "onednn")]
+    #[cfg(has_onednn)]
     fn packed(
         weights: &[LayerWeights],
         cfg: &HfConfig,
@@ -382,7 +383,7 @@ impl Encoder {
         }
     }
 
-    #[cfg(not(feature = "onednn"))]
+    #[cfg(not(has_onednn))]
     fn packed(
         _weights: &[LayerWeights],
         _cfg: &HfConfig,
@@ -390,7 +391,7 @@ impl Encoder {
         kernels: Kernels,
     ) -> Result<Option<Body>, EngineError> {
         if kernels == Kernels::OneDnn {
-            tracing::info!("built without the `onednn` feature; using candle");
+            tracing::info!("built without oneDNN; using candle");
         }
         Ok(None)
     }
@@ -405,7 +406,7 @@ impl Encoder {
     pub fn kernels(&self) -> Kernels {
         match self.body {
             Body::Candle(_) => Kernels::Candle,
-            #[cfg(feature = "onednn")]
+            #[cfg(has_onednn)]
             Body::Packed(_) => Kernels::OneDnn,
         }
     }
@@ -414,7 +415,7 @@ impl Encoder {
     pub fn kernels_name(&self) -> String {
         match &self.body {
             Body::Candle(_) => "candle".into(),
-            #[cfg(feature = "onednn")]
+            #[cfg(has_onednn)]
             Body::Packed(layers) => format!("onednn ({})", layers.implementation()),
         }
     }
@@ -431,7 +432,7 @@ impl Encoder {
                 .as_ref()
                 .map_or(0, |t| tensor_bytes(t.embeddings()))
             + layer_norm(&e.layer_norm);
-        let layers = match &self.body {
+        let layers: usize = match &self.body {
             Body::Candle(layers) => layers
                 .iter()
                 .map(|layer| {
@@ -444,7 +445,7 @@ impl Encoder {
                         + layer_norm(&f.layer_norm)
                 })
                 .sum(),
-            #[cfg(feature = "onednn")]
+            #[cfg(has_onednn)]
             Body::Packed(layers) => layers.weight_bytes(),
         };
         embeddings + layers
@@ -461,7 +462,7 @@ impl Encoder {
                 }
                 Ok(x)
             }
-            #[cfg(feature = "onednn")]
+            #[cfg(has_onednn)]
             Body::Packed(_) => Err(EngineError::Internal(
                 "padded batch sent to the packed encoder".into(),
             )),
@@ -471,35 +472,46 @@ impl Encoder {
     /// Runs `sequences` packed end to end (no padding inside the layers) and returns the
     /// same (batch, longest, hidden) hidden state and (batch, longest) token mask as a padded
     /// forward pass would, for the heads.
+    #[cfg(has_onednn)]
     pub fn forward_packed(
         &self,
         sequences: &[(&[u32], &[u32])],
         position_offset: usize,
         device: &Device,
     ) -> Result<(Tensor, Tensor), EngineError> {
+        let Body::Packed(layers) = &self.body else {
+            return Err(EngineError::Internal(
+                "packed batch sent to the padded encoder".into(),
+            ));
+        };
         let input = EncoderInput::packed(sequences, position_offset, device)?;
         let embedded = self.embeddings.forward(&input, self.single_type)?;
-        #[cfg_attr(not(feature = "onednn"), allow(unused_mut))]
         let mut x: Vec<f32> = embedded.flatten_all()?.to_vec1::<f32>()?;
         let mut offsets = Vec::with_capacity(sequences.len() + 1);
         offsets.push(0i64);
         for (ids, _) in sequences {
             offsets.push(offsets.last().copied().unwrap_or(0) + ids.len() as i64);
         }
-        match &self.body {
-            Body::Candle(_) => {
-                return Err(EngineError::Internal(
-                    "packed batch sent to the padded encoder".into(),
-                ))
-            }
-            #[cfg(feature = "onednn")]
-            Body::Packed(layers) => layers.forward(&mut x, &offsets)?,
-        }
+        layers.forward(&mut x, &offsets)?;
         unpack(&x, &offsets, self.hidden, device)
+    }
+
+    /// Without oneDNN there is no packed path ([`Encoder::is_packed`] is always false).
+    #[cfg(not(has_onednn))]
+    pub fn forward_packed(
+        &self,
+        _sequences: &[(&[u32], &[u32])],
+        _position_offset: usize,
+        _device: &Device,
+    ) -> Result<(Tensor, Tensor), EngineError> {
+        Err(EngineError::Internal(
+            "this build has no packed encoder".into(),
+        ))
     }
 }
 
 /// Scatters packed rows back into a zero-padded (batch, longest, hidden) tensor plus its mask.
+#[cfg(has_onednn)]
 fn unpack(
     packed: &[f32],
     offsets: &[i64],

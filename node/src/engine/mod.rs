@@ -10,7 +10,7 @@
 //! - [`tokenize`]: pair encoding, truncation and the length limit.
 //! - [`encoder`]: the BERT/RoBERTa transformer forward pass.
 //! - [`precision`]: f32 / bf16 / f16 / int8 projections.
-//! - `onednn` (feature `onednn`): the packed oneDNN forward pass for CPUs.
+//! - `onednn` (builds with oneDNN): the packed oneDNN forward pass for CPUs.
 //! - [`heads`]: classification heads and bi-encoder pooling; logits → one raw score.
 //! - [`batching`]: token-budget forward batches.
 //! - [`reranker`]: the candle backend tying them together.
@@ -20,7 +20,7 @@ pub mod encoder;
 pub mod heads;
 pub mod hf_config;
 pub mod model_files;
-#[cfg(feature = "onednn")]
+#[cfg(has_onednn)]
 pub mod onednn;
 pub mod precision;
 pub mod reranker;

@@ -361,7 +361,7 @@ impl Ctx {
     }
 
     /// f32 → bf16 bits.
-    pub fn to_bf16(&mut self, x: &[f32], y: &mut [u16]) -> Result<(), EngineError> {
+    pub fn convert_bf16(&mut self, x: &[f32], y: &mut [u16]) -> Result<(), EngineError> {
         expect_len(y.len(), x.len())?;
         // SAFETY: equal lengths checked.
         check(

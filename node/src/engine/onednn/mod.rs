@@ -1,4 +1,4 @@
-//! The packed CPU forward pass on oneDNN (cargo feature `onednn`).
+//! The packed CPU forward pass on oneDNN (built where the system has oneDNN; see `build.rs`).
 //!
 //! Sequences are concatenated into one (tokens × hidden) matrix with no padding: every
 //! projection, LayerNorm and GELU runs over real tokens only, and attention runs per sequence
@@ -256,13 +256,13 @@ impl PackedLayers {
                 let mut xb = vec![0u16; m * h];
                 let mut inter = vec![0u16; m * i];
                 for layer in layers.iter() {
-                    ctx.to_bf16(x, &mut xb)?;
+                    ctx.convert_bf16(x, &mut xb)?;
                     ctx.gemm(&layer.qkv.gemm, m, &xb, &mut qkv)?;
                     ctx.attention(&qkv, offsets, &mut attended)?;
-                    ctx.to_bf16(&attended, &mut xb)?;
+                    ctx.convert_bf16(&attended, &mut xb)?;
                     ctx.gemm(&layer.attn_out.gemm, m, &xb, x)?;
                     ctx.layer_norm(x, &layer.attn_norm.0, &layer.attn_norm.1)?;
-                    ctx.to_bf16(x, &mut xb)?;
+                    ctx.convert_bf16(x, &mut xb)?;
                     ctx.gemm(&layer.ff_in.gemm, m, &xb, &mut inter)?;
                     ctx.gemm(&layer.ff_out.gemm, m, &inter, x)?;
                     ctx.layer_norm(x, &layer.ff_norm.0, &layer.ff_norm.1)?;
