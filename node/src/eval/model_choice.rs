@@ -41,9 +41,9 @@ impl EvalModel {
                 )?;
                 Ok(ResolvedModel {
                     label: format!(
-                        "MiniLM-L6 cross-encoder ({} + seeded head, {})",
-                        encoder_dir.display(),
-                        dir.display()
+                        "{} (MiniLM-L6 cross-encoder: {} + seeded head)",
+                        dir.display(),
+                        encoder_dir.display()
                     ),
                     dir,
                 })

@@ -92,7 +92,7 @@ impl EvalReport {
     /// One Markdown block: a heading naming the model, what was compared, and the table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "### {} ({})\n\ndata: {}: {} queries, {} pairs, {:.1} tokens per pair\n\
+            "### {}\n\n{}; data: {}, {} queries, {} pairs, {:.1} tokens per pair\n\
              scores compared: {}\n\n",
             self.model,
             self.kind,
@@ -252,7 +252,10 @@ mod tests {
         assert_eq!(int8_row.pairs_per_s, 4.0);
         assert_eq!(int8_row.peak_rss_mb, Some(150.0));
         let table = report.table();
-        assert!(table.starts_with("### m (bi-encoder)"), "{table}");
+        assert!(
+            table.starts_with("### m\n\nbi-encoder; data: t.jsonl, 2 queries, 8 pairs"),
+            "{table}"
+        );
         assert!(
             table.contains("| none | 0 | 0 | 1.0000 (1.0000) |"),
             "{table}"
