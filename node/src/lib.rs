@@ -17,6 +17,8 @@
 //! - [`state`]: what handlers share.
 //! - [`server`]: how a node starts: model, actors, HTTP.
 //! - [`bench`]: the engine benchmark, with PyTorch measured beside it.
+//! - [`eval`]: the accuracy report: each precision mode's scores and rankings against f32's,
+//!   with weight memory, peak RSS and speed, every mode in a process of its own.
 
 pub mod actors;
 pub mod admission;
@@ -24,6 +26,7 @@ pub mod api;
 pub mod bench;
 pub mod cache;
 pub mod engine;
+pub mod eval;
 pub mod metrics;
 pub mod scoring;
 pub mod server;

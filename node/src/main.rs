@@ -1,10 +1,13 @@
-//! `rerank-node`: serve (default), benchmark the engine, or print the effective settings.
+//! `rerank-node`: serve (default), benchmark the engine, report the precision modes' accuracy,
+//! or print the effective settings.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rerank_node::bench::{self, BenchSettings};
+use rerank_node::engine::Precision;
+use rerank_node::eval::{self, EvalModel, EvalSet, EvalSettings};
 use rerank_shared::config::{CpuKernels, NodeConfig, Quantization, DEFAULT_MODEL_PATH};
 use rerank_shared::telemetry;
 
@@ -72,6 +75,55 @@ enum Command {
         #[arg(long, default_value = "onednn")]
         kernels: String,
     },
+    /// Compare each precision mode's scores and rankings with f32's on a query/document set,
+    /// with weight memory, peak RSS and pairs/s (every mode in a process of its own).
+    Eval {
+        /// Model directory or hub id [default: the MiniLM-L6 cross-encoder built from
+        /// --encoder-dir, as `bench` does].
+        #[arg(long)]
+        model: Option<String>,
+        /// Evaluate the --encoder-dir bi-encoder itself (all-MiniLM-L6-v2, cosine scores).
+        #[arg(long, conflicts_with = "model")]
+        bi_encoder: bool,
+        /// all-MiniLM-L6-v2 directory the default cross-encoder is built from.
+        #[arg(long, default_value = DEFAULT_MODEL_PATH)]
+        encoder_dir: PathBuf,
+        /// Where the default cross-encoder checkpoint is written (shared with `bench`).
+        #[arg(long, default_value = "target/bench")]
+        work_dir: PathBuf,
+        /// JSON lines of {"query": "...", "documents": ["...", ...]} [default: the built-in
+        /// node/eval/default.jsonl].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Modes to compare; none (f32, the reference) is always run.
+        #[arg(long, value_delimiter = ',', default_value = "none,bf16,f16,int8")]
+        modes: Vec<String>,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 16384)]
+        max_batch_tokens: usize,
+        /// Internal: score one mode in this process and print its run as JSON (the parent
+        /// starts one such child per mode).
+        #[arg(long, hide = true)]
+        single_mode: Option<String>,
+    },
+}
+
+/// The executable `eval` re-runs once per mode. Parent and children must be the same build
+/// (the run they exchange is private JSON), and on Linux `/proc/self/exe` stays this process's
+/// image even when a rebuild replaces the file on disk during the run.
+fn this_executable() -> anyhow::Result<PathBuf> {
+    let own_image = PathBuf::from("/proc/self/exe");
+    if own_image.exists() {
+        return Ok(own_image);
+    }
+    std::env::current_exe().context("cannot find this executable")
+}
+
+fn parse_precision(name: String) -> anyhow::Result<Precision> {
+    let quantization = Quantization::try_from(name).map_err(anyhow::Error::msg)?;
+    Ok(rerank_node::server::precision_of(quantization))
 }
 
 /// `LOW..HIGH` word pieces.
@@ -141,6 +193,62 @@ fn main() -> anyhow::Result<()> {
                 ),
             };
             let report = bench::run(&settings).context("benchmark failed")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        Command::Eval {
+            model,
+            bi_encoder,
+            encoder_dir,
+            work_dir,
+            data,
+            modes,
+            json,
+            max_batch_tokens,
+            single_mode,
+        } => {
+            let _telemetry = telemetry::init("rerank-node", None);
+            if let Some(mode) = single_mode {
+                let model_dir = model.context("--single-mode needs --model DIR")?;
+                let set = EvalSet::load(data.as_deref())?;
+                // The parent's environment carries CPU_KERNELS to every mode alike.
+                let kernels = match std::env::var("CPU_KERNELS") {
+                    Ok(k) => CpuKernels::try_from(k).map_err(anyhow::Error::msg)?,
+                    Err(_) => CpuKernels::default(),
+                };
+                let run = eval::score_in_mode(
+                    model_dir.as_ref(),
+                    &set,
+                    parse_precision(mode)?,
+                    max_batch_tokens,
+                    rerank_node::server::kernels_of(kernels),
+                )?;
+                println!("{}", serde_json::to_string(&run)?);
+                return Ok(());
+            }
+            let model = match (model, bi_encoder) {
+                (Some(model), _) => EvalModel::Given(model),
+                (None, true) => EvalModel::Given(encoder_dir.display().to_string()),
+                (None, false) => EvalModel::MiniLmCrossEncoder {
+                    encoder_dir,
+                    work_dir,
+                },
+            };
+            let settings = EvalSettings {
+                program: this_executable()?,
+                model,
+                data,
+                modes: modes
+                    .into_iter()
+                    .map(parse_precision)
+                    .collect::<anyhow::Result<_>>()?,
+                max_batch_tokens,
+            };
+            let report = eval::run(&settings).context("accuracy report failed")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

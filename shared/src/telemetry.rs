@@ -51,8 +51,11 @@ pub fn init(service_name: &'static str, otlp_endpoint: Option<&str>) -> Telemetr
     global::set_text_map_propagator(TraceContextPropagator::new());
     // `RUST_LOG` filters the logs only: traces keep every INFO span whatever the log level.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry =
-        tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_filter(filter));
+    // stderr, as documented: stdout carries `--json` reports and `eval`'s child-to-parent runs.
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(logs);
     let exporter = otlp_endpoint.map(|base| {
         opentelemetry_otlp::SpanExporter::builder()
             .with_http()
