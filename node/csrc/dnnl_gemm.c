@@ -575,39 +575,46 @@ int rr_gelu(struct rr_ctx *c, float *x, int64_t len) {
     return s == dnnl_success ? 0 : -1;
 }
 
+/* Row kernels, compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (the
+ * rest of the library is portable; oneDNN dispatches its own kernels). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RR_CLONES
+#endif
+
+RR_CLONES static float rr_quantize_row(const float *row, int64_t n, int8_t *out) {
+    float amax = 0.f;
+    for (int64_t c = 0; c < n; c++) {
+        float a = row[c] < 0.f ? -row[c] : row[c];
+        amax = a > amax ? a : amax;
+    }
+    float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
+    for (int64_t c = 0; c < n; c++) {
+        float v = row[c] * inv;
+        out[c] = (int8_t)(int)(v + (v >= 0.f ? 0.5f : -0.5f));
+    }
+    return s;
+}
+
+RR_CLONES static void rr_scale_row(float *restrict y, int64_t n, float s, const float *restrict bias,
+                                   float *restrict acc) {
+    if (acc) {
+        for (int64_t c = 0; c < n; c++) acc[c] += y[c] * s + bias[c];
+    } else {
+        for (int64_t c = 0; c < n; c++) y[c] = y[c] * s + bias[c];
+    }
+}
+
 /* Dynamic per-row int8 quantization: q[r, :] = round(x[r, :] / scale[r]) with
  * scale[r] = max|x[r, :]| / 127 (1 for an all-zero row). */
 void rr_quantize_rows(const float *x, int64_t m, int64_t n, int8_t *q, float *scale) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; r++) {
-        const float *row = x + r * n;
-        float amax = 0.f;
-#pragma omp simd reduction(max : amax)
-        for (int64_t c = 0; c < n; c++) amax = fmaxf(amax, fabsf(row[c]));
-        float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
-        int8_t *out = q + r * n;
-#pragma omp simd
-        for (int64_t c = 0; c < n; c++) {
-            float v = row[c] * inv;
-            out[c] = (int8_t)(int)(v + (v >= 0.f ? 0.5f : -0.5f));
-        }
-        scale[r] = s;
-    }
+    for (int64_t r = 0; r < m; r++) scale[r] = rr_quantize_row(x + r * n, n, q + r * n);
 }
 
 /* y[r, c] = y[r, c] · row_scale[r] + bias[c]; with acc given, the result is added to acc instead. */
 void rr_scale_rows(float *y, int64_t m, int64_t n, const float *row_scale, const float *bias, float *acc) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; r++) {
-        float s = row_scale[r];
-        float *yr = y + r * n;
-        if (acc) {
-            float *ar = acc + r * n;
-#pragma omp simd
-            for (int64_t c = 0; c < n; c++) ar[c] += yr[c] * s + bias[c];
-        } else {
-#pragma omp simd
-            for (int64_t c = 0; c < n; c++) yr[c] = yr[c] * s + bias[c];
-        }
-    }
+    for (int64_t r = 0; r < m; r++) rr_scale_row(y + r * n, n, row_scale[r], bias, acc ? acc + r * n : NULL);
 }
