@@ -60,17 +60,14 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
         ModelChoice::HubId(id) => ModelSource::Hub(id),
     };
     let files = ModelFiles::resolve(&source).await?;
-    if config.enable_mixed_precision {
-        tracing::warn!(
-            "ENABLE_MIXED_PRECISION has no effect on this build's CPU path (f32 activations \
-             are faster than candle's bf16/f16 there); use QUANTIZATION to trade accuracy for memory"
-        );
-    }
+    let device = select_device(config.device)?;
+    let kernels = kernels_of(config.cpu_kernels);
+    let precision = mixed_precision(config, &device, kernels);
     let options = LoadOptions {
-        device: select_device(config.device)?,
+        device,
         max_batch_tokens: config.max_batch_tokens,
-        precision: precision_of(config.quantization),
-        kernels: kernels_of(config.cpu_kernels),
+        precision,
+        kernels,
     };
     let (backend, weights_hash) = web::block(move || {
         let backend = CandleReranker::load(&files, &options)?;
@@ -154,6 +151,32 @@ pub fn start_actors(
         metrics,
     };
     Ok(NodeActor::new(parts, settings).start())
+}
+
+/// The precision to run: `QUANTIZATION`, except that `ENABLE_MIXED_PRECISION` turns f32 into
+/// bf16 compute where the CPU and kernels run bf16 natively (then `/health.model` says bf16);
+/// elsewhere it warns and changes nothing.
+fn mixed_precision(config: &NodeConfig, device: &Device, kernels: Kernels) -> Precision {
+    let asked = precision_of(config.quantization);
+    if !config.enable_mixed_precision {
+        return asked;
+    }
+    if asked != Precision::F32 {
+        tracing::warn!(
+            quantization = asked.name(),
+            "ENABLE_MIXED_PRECISION ignored: QUANTIZATION already sets the precision"
+        );
+        asked
+    } else if device.is_cpu() && kernels == Kernels::OneDnn && crate::engine::native_bf16() {
+        tracing::info!("ENABLE_MIXED_PRECISION: bf16 compute on oneDNN (the CPU has native bf16)");
+        Precision::Bf16
+    } else {
+        tracing::warn!(
+            "ENABLE_MIXED_PRECISION has no effect here: no native bf16 kernels for this device \
+             and build, and emulated bf16 would be slower than f32"
+        );
+        asked
+    }
 }
 
 /// The engine kernels for a `CPU_KERNELS` setting.

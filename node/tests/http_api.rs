@@ -119,6 +119,28 @@ async fn paris_ranks_first_through_every_rerank_shape() {
 }
 
 #[tokio::test]
+async fn mixed_precision_computes_bf16_only_where_the_cpu_has_it() {
+    let Some(node) = start_node(&[("ENABLE_MIXED_PRECISION", "true")]).await else {
+        return;
+    };
+    let health = node.health().await;
+    let expected = if rerank_node::engine::native_bf16() {
+        "bf16"
+    } else {
+        "none"
+    };
+    assert_eq!(health["model"]["quantization"], expected, "{health}");
+    let (status, _, body) = post(
+        &node,
+        "/rerank",
+        json_body(json!({"query": QUERY, "texts": DOCS})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body[0]["index"], 1, "Paris still ranks first: {body}");
+}
+
+#[tokio::test]
 async fn service_endpoints_describe_the_node() {
     let Some(node) = start_node(&[("NODE_ID", "node-under-test")]).await else {
         return;
@@ -184,6 +206,11 @@ async fn service_endpoints_describe_the_node() {
         "sentence-transformers' max_seq_length wins"
     );
     assert_eq!(info["pooling"], "mean");
+    let kernels = info["kernels"].as_str().unwrap_or_default();
+    assert!(
+        kernels == "candle" || kernels.starts_with("onednn ("),
+        "/info names the kernels: {info}"
+    );
 
     post(
         &node,

@@ -64,6 +64,7 @@ pub async fn info(state: web::Data<NodeState>) -> HttpResponse {
         num_labels: info.num_labels,
         pooling: info.pooling.clone(),
         weight_bytes: info.weight_bytes,
+        kernels: info.kernels.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         node_id: state.node_id.clone(),
     })

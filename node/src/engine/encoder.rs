@@ -303,7 +303,7 @@ pub enum Kernels {
 enum Body {
     Candle(Vec<Layer>),
     #[cfg(has_onednn)]
-    Packed(super::onednn::PackedLayers),
+    Packed(Box<super::onednn::PackedLayers>),
 }
 
 /// Embeddings plus the stack of transformer layers; returns the last hidden state.
@@ -374,7 +374,7 @@ impl Encoder {
                     kernel = layers.implementation(),
                     "transformer layers on oneDNN (packed sequences)"
                 );
-                Ok(Some(Body::Packed(layers)))
+                Ok(Some(Body::Packed(Box::new(layers))))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "oneDNN unavailable; using candle");

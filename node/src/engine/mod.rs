@@ -36,6 +36,20 @@ pub use precision::Precision;
 pub use reranker::{CandleReranker, LoadOptions, SUPPORTED_ARCHITECTURES};
 pub use tokenize::{TokenIds, TruncationOptions};
 
+/// Whether this build and CPU compute bf16 natively (oneDNN kernels on a CPU with AVX512-BF16 or
+/// AMX-BF16): where `ENABLE_MIXED_PRECISION` gains speed rather than only losing accuracy.
+pub fn native_bf16() -> bool {
+    #[cfg(all(has_onednn, target_arch = "x86_64"))]
+    {
+        // Every AMX-BF16 CPU has AVX512-BF16 too (AMX detection is not stable Rust yet).
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(all(has_onednn, target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
 /// Failures of loading or running a model. Input problems (`InputTooLong`) are the client's;
 /// the rest are the server's.
 #[derive(Debug, thiserror::Error)]

@@ -262,10 +262,10 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("| none | 0 | 0 | 1.0000 (1.0000) |"),
+            table.contains("| none | candle | 0 | 0 | 1.0000 (1.0000) |"),
             "{table}"
         );
-        assert!(table.contains("| int8 | 1.00e-1 |"), "{table}");
+        assert!(table.contains("| int8 | candle | 1.00e-1 |"), "{table}");
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct Info {
     pub pooling: Option<String>,
     /// Bytes of the encoder's weights as stored (depends on `QUANTIZATION`).
     pub weight_bytes: usize,
+    /// What runs the encoder layers: `candle`, or `onednn (<kernel family>)`.
+    pub kernels: String,
     pub version: String,
     pub node_id: String,
 }
