@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum rr_kind { RR_F32 = 0, RR_BF16 = 1, RR_S8 = 2 };
+/* Input × weight types: f32 × f32, bf16 × bf16, u8 × s8 (int8: unsigned activations with a
+ * per-row zero point, signed weights — VNNI's native vpdpbusd). */
+enum rr_kind { RR_F32 = 0, RR_BF16 = 1, RR_U8 = 2 };
 enum rr_flags { RR_GELU = 1, RR_ACCUMULATE = 2, RR_DST_BF16 = 4 };
 
 #define RR_SLOTS 8
@@ -87,6 +89,10 @@ static int rr_init(void) {
 }
 
 static dnnl_data_type_t rr_src_type(int kind) {
+    return kind == RR_F32 ? dnnl_f32 : kind == RR_BF16 ? dnnl_bf16 : dnnl_u8;
+}
+
+static dnnl_data_type_t rr_wei_type(int kind) {
     return kind == RR_F32 ? dnnl_f32 : kind == RR_BF16 ? dnnl_bf16 : dnnl_s8;
 }
 
@@ -124,7 +130,9 @@ static dnnl_status_t rr_pd(const struct rr_gemm *g, int64_t m, const dnnl_memory
     dnnl_status_t s;
     if ((s = rr_plain(&src, m, g->k, t)) != dnnl_success) return s;
     if (wmd) wei = *wmd;
-    else if ((s = dnnl_memory_desc_init_by_tag(&wei, 2, wd, t, dnnl_format_tag_any)) != dnnl_success) return s;
+    else if ((s = dnnl_memory_desc_init_by_tag(&wei, 2, wd, rr_wei_type(g->kind), dnnl_format_tag_any)) !=
+             dnnl_success)
+        return s;
     if ((s = rr_plain(&dst, m, g->n, (g->flags & RR_DST_BF16) ? dnnl_bf16 : dnnl_f32)) != dnnl_success) return s;
     if ((s = rr_plain(&bias, 1, g->n, dnnl_f32)) != dnnl_success) return s;
     dnnl_matmul_desc_t md;
@@ -159,8 +167,8 @@ void rr_gemm_free(struct rr_gemm *g) {
 
 /*
  * Creates y[m, n] = x[m, k] · W^T (+ bias), with W given row-major as n × k (PyTorch's layout)
- * in the kind's type: f32, bf16 (as uint16), or s8 with one f32 scale per output column in
- * `scales` (applied to the int32 accumulators). `flags`: RR_ACCUMULATE adds the result to what
+ * in the kind's weight type: f32, bf16 (as uint16), or s8 with one f32 scale per output column
+ * in `scales` (applied to the int32 accumulators; inputs are then u8). `flags`: RR_ACCUMULATE adds the result to what
  * y holds, RR_GELU applies exact GELU last, RR_DST_BF16 writes y as bf16.
  * Returns NULL when oneDNN cannot run it on this CPU.
  */
@@ -194,7 +202,7 @@ struct rr_gemm *rr_gemm_create(int kind, int64_t k, int64_t n, const void *weigh
 
     dnnl_memory_desc_t user;
     dnnl_dims_t wd = {k, n};
-    if (dnnl_memory_desc_init_by_tag(&user, 2, wd, rr_src_type(kind), dnnl_ba) != dnnl_success) goto fail;
+    if (dnnl_memory_desc_init_by_tag(&user, 2, wd, rr_wei_type(kind), dnnl_ba) != dnnl_success) goto fail;
     g->wbuf = aligned_alloc(64, (dnnl_memory_desc_get_size(&g->wmd) + 63) / 64 * 64);
     if (!g->wbuf) goto fail;
     dnnl_memory_t umem = rr_mem(&user, weights);
@@ -583,38 +591,46 @@ int rr_gelu(struct rr_ctx *c, float *x, int64_t len) {
 #define RR_CLONES
 #endif
 
-RR_CLONES static float rr_quantize_row(const float *row, int64_t n, int8_t *out) {
-    float amax = 0.f;
+/* Asymmetric u8 quantization of one row: x ≈ scale · (q − zero_point), with the range widened
+ * to include 0 so that 0 is exact. Returns the scale; the zero point goes to *zero_point. */
+RR_CLONES static float rr_quantize_row(const float *row, int64_t n, uint8_t *out, float *zero_point) {
+    float lo = 0.f, hi = 0.f;
     for (int64_t c = 0; c < n; c++) {
-        float a = row[c] < 0.f ? -row[c] : row[c];
-        amax = a > amax ? a : amax;
+        lo = row[c] < lo ? row[c] : lo;
+        hi = row[c] > hi ? row[c] : hi;
     }
-    float s = amax > 0.f ? amax / 127.f : 1.f, inv = 1.f / s;
+    float s = hi > lo ? (hi - lo) / 255.f : 1.f, inv = 1.f / s;
+    float zp = (float)(int)(-lo * inv + 0.5f);
     for (int64_t c = 0; c < n; c++) {
-        float v = row[c] * inv;
-        out[c] = (int8_t)(int)(v + (v >= 0.f ? 0.5f : -0.5f));
+        float v = row[c] * inv + zp + 0.5f;
+        v = v < 0.f ? 0.f : v > 255.f ? 255.f : v;
+        out[c] = (uint8_t)(int)v;
     }
+    *zero_point = zp;
     return s;
 }
 
-RR_CLONES static void rr_scale_row(float *restrict y, int64_t n, float s, const float *restrict bias,
-                                   float *restrict acc) {
+RR_CLONES static void rr_scale_row(float *restrict y, int64_t n, float s, float zp, const float *restrict comp,
+                                   const float *restrict bias, float *restrict acc) {
     if (acc) {
-        for (int64_t c = 0; c < n; c++) acc[c] += y[c] * s + bias[c];
+        for (int64_t c = 0; c < n; c++) acc[c] += (y[c] - zp * comp[c]) * s + bias[c];
     } else {
-        for (int64_t c = 0; c < n; c++) y[c] = y[c] * s + bias[c];
+        for (int64_t c = 0; c < n; c++) y[c] = (y[c] - zp * comp[c]) * s + bias[c];
     }
 }
 
-/* Dynamic per-row int8 quantization: q[r, :] = round(x[r, :] / scale[r]) with
- * scale[r] = max|x[r, :]| / 127 (1 for an all-zero row). */
-void rr_quantize_rows(const float *x, int64_t m, int64_t n, int8_t *q, float *scale) {
+/* Dynamic per-row u8 quantization: x[r, :] ≈ scale[r] · (q[r, :] − zero_point[r]). */
+void rr_quantize_rows(const float *x, int64_t m, int64_t n, uint8_t *q, float *scale, float *zero_point) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; r++) scale[r] = rr_quantize_row(x + r * n, n, q + r * n);
+    for (int64_t r = 0; r < m; r++) scale[r] = rr_quantize_row(x + r * n, n, q + r * n, zero_point + r);
 }
 
-/* y[r, c] = y[r, c] · row_scale[r] + bias[c]; with acc given, the result is added to acc instead. */
-void rr_scale_rows(float *y, int64_t m, int64_t n, const float *row_scale, const float *bias, float *acc) {
+/* The int8 GEMM's epilogue. y holds wscale[c] · Σ q·w; with comp[c] = wscale[c] · Σ_k w[c, k]:
+ * y[r, c] = (y[r, c] − zero_point[r] · comp[c]) · scale[r] + bias[c], written to y, or added to
+ * acc when acc is given. */
+void rr_scale_rows(float *y, int64_t m, int64_t n, const float *scale, const float *zero_point, const float *comp,
+                   const float *bias, float *acc) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; r++) rr_scale_row(y + r * n, n, row_scale[r], bias, acc ? acc + r * n : NULL);
+    for (int64_t r = 0; r < m; r++)
+        rr_scale_row(y + r * n, n, scale[r], zero_point[r], comp, bias, acc ? acc + r * n : NULL);
 }

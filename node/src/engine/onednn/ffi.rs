@@ -56,12 +56,21 @@ extern "C" {
     ) -> c_int;
     fn rr_to_bf16(c: *mut RawCtx, x: *const f32, y: *mut u16, len: i64) -> c_int;
     fn rr_gelu(c: *mut RawCtx, x: *mut f32, len: i64) -> c_int;
-    fn rr_quantize_rows(x: *const f32, m: i64, n: i64, q: *mut i8, scale: *mut f32);
+    fn rr_quantize_rows(
+        x: *const f32,
+        m: i64,
+        n: i64,
+        q: *mut u8,
+        scale: *mut f32,
+        zero_point: *mut f32,
+    );
     fn rr_scale_rows(
         y: *mut f32,
         m: i64,
         n: i64,
-        row_scale: *const f32,
+        scale: *const f32,
+        zero_point: *const f32,
+        comp: *const f32,
         bias: *const f32,
         acc: *mut f32,
     );
@@ -84,8 +93,9 @@ fn check(rc: c_int, what: &str) -> Result<(), EngineError> {
 pub enum GemmKind {
     F32 = 0,
     Bf16 = 1,
-    /// Signed int8, with one f32 scale per output column applied to the int32 sums.
-    S8 = 2,
+    /// Unsigned int8 inputs (per-row zero point) × signed int8 weights, with one f32 scale per
+    /// output column applied to the int32 sums.
+    U8 = 2,
 }
 
 /// What a projection does after the matrix product.
@@ -193,15 +203,15 @@ impl Gemm {
         }
     }
 
-    /// An int8 projection with per-output-column `scales`; bias and residual are applied by
-    /// the caller after the per-row activation scale (see [`scale_rows`]).
-    pub fn s8(weight: &[i8], n: usize, k: usize, scales: &[f32]) -> Result<Self, EngineError> {
+    /// An int8 projection (u8 inputs × s8 `weight`) with per-output-column `scales`; zero
+    /// points, bias and residual are applied by the caller (see [`scale_rows`]).
+    pub fn int8(weight: &[i8], n: usize, k: usize, scales: &[f32]) -> Result<Self, EngineError> {
         expect_len(weight.len(), n * k)?;
         expect_len(scales.len(), n)?;
         // SAFETY: lengths checked above.
         unsafe {
             Self::create(
-                GemmKind::S8,
+                GemmKind::U8,
                 n,
                 k,
                 weight.as_ptr().cast(),
@@ -230,11 +240,12 @@ impl Gemm {
         let element = match self.kind {
             GemmKind::F32 => 4,
             GemmKind::Bf16 => 2,
-            GemmKind::S8 => 1,
+            GemmKind::U8 => 1,
         };
+        // int8 also keeps a scale and a zero-point compensation per output column.
         self.k * self.n * element
-            + if self.kind == GemmKind::S8 {
-                self.n * 4
+            + if self.kind == GemmKind::U8 {
+                self.n * 8
             } else {
                 0
             }
@@ -398,19 +409,21 @@ impl Drop for Ctx {
 pub trait Element: Copy {}
 impl Element for f32 {}
 impl Element for u16 {}
-impl Element for i8 {}
+impl Element for u8 {}
 
-/// Per-row symmetric int8 quantization of `x` (rows of `n`): fills `q` and `scales`.
+/// Per-row asymmetric u8 quantization of `x` (rows of `n`): `x ≈ scale · (q − zero_point)`.
 pub fn quantize_rows(
     x: &[f32],
     n: usize,
-    q: &mut [i8],
+    q: &mut [u8],
     scales: &mut [f32],
+    zero_points: &mut [f32],
 ) -> Result<(), EngineError> {
     let m = x.len() / n.max(1);
     expect_len(x.len(), m * n)?;
     expect_len(q.len(), x.len())?;
     expect_len(scales.len(), m)?;
+    expect_len(zero_points.len(), m)?;
     // SAFETY: sizes checked.
     unsafe {
         rr_quantize_rows(
@@ -419,21 +432,27 @@ pub fn quantize_rows(
             n as i64,
             q.as_mut_ptr(),
             scales.as_mut_ptr(),
+            zero_points.as_mut_ptr(),
         )
     };
     Ok(())
 }
 
-/// `y[r, c]·row_scale[r] + bias[c]`, in place, or added into `acc` when given.
+/// The int8 epilogue: `(y − zero_point[r]·comp[c])·scale[r] + bias[c]`, in place, or added into
+/// `acc` when given (`comp[c]` = weight scale × the column's weight sum).
 pub fn scale_rows(
     y: &mut [f32],
     n: usize,
-    row_scale: &[f32],
+    scales: &[f32],
+    zero_points: &[f32],
+    comp: &[f32],
     bias: &[f32],
     acc: Option<&mut [f32]>,
 ) -> Result<(), EngineError> {
-    let m = row_scale.len();
+    let m = scales.len();
     expect_len(y.len(), m * n)?;
+    expect_len(zero_points.len(), m)?;
+    expect_len(comp.len(), n)?;
     expect_len(bias.len(), n)?;
     let acc_ptr = match acc {
         Some(a) => {
@@ -448,7 +467,9 @@ pub fn scale_rows(
             y.as_mut_ptr(),
             m as i64,
             n as i64,
-            row_scale.as_ptr(),
+            scales.as_ptr(),
+            zero_points.as_ptr(),
+            comp.as_ptr(),
             bias.as_ptr(),
             acc_ptr,
         )

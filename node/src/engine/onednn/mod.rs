@@ -10,8 +10,10 @@
 //! - f32: f32 GEMMs.
 //! - bf16: bf16 weights and GEMM inputs, f32 accumulation, outputs, residual stream, LayerNorm
 //!   and softmax.
-//! - int8: per-output-channel symmetric int8 weights, per-token dynamic int8 activations, int32
-//!   accumulation; bias, residual, LayerNorm, GELU and attention stay f32.
+//! - int8: per-output-channel symmetric int8 weights × per-token dynamic asymmetric u8
+//!   activations (scale and zero point per row: GELU outputs are mostly positive, and a
+//!   symmetric range would waste half the levels), int32 accumulation; bias, residual,
+//!   LayerNorm, GELU and attention stay f32.
 //!
 //! f16 has no fast CPU kernel here and stays on the candle path (f16 weights, f32 compute).
 
@@ -38,11 +40,14 @@ fn f32_values(t: &Tensor) -> Result<Vec<f32>, EngineError> {
         .to_vec1::<f32>()?)
 }
 
-/// A projection in one precision, with its bias kept aside for int8 (applied after scaling).
+/// A projection in one precision, with what int8's epilogue needs kept aside.
 struct Projection {
     gemm: Gemm,
     /// Int8 only: bias added after the per-row activation scale.
     bias: Vec<f32>,
+    /// Int8 only: weight scale × column sum of the int8 weights, per output column: what a row's
+    /// zero point contributes to each output.
+    comp: Vec<f32>,
 }
 
 impl Projection {
@@ -57,9 +62,16 @@ impl Projection {
         Ok(match precision {
             Precision::Int8 => {
                 let (q, scales) = quantize_weight(&weight, n, k);
+                let comp = (0..n)
+                    .map(|r| {
+                        let row = &q[r * k..(r + 1) * k];
+                        scales[r] * row.iter().map(|&v| f32::from(v)).sum::<f32>()
+                    })
+                    .collect();
                 Self {
-                    gemm: Gemm::s8(&q, n, k, &scales)?,
+                    gemm: Gemm::int8(&q, n, k, &scales)?,
                     bias,
+                    comp,
                 }
             }
             Precision::Bf16 => {
@@ -70,11 +82,13 @@ impl Projection {
                 Self {
                     gemm: Gemm::bf16(&bits, n, k, Some(&bias), epilogue)?,
                     bias: Vec::new(),
+                    comp: Vec::new(),
                 }
             }
             Precision::F32 | Precision::F16 => Self {
                 gemm: Gemm::f32(&weight, n, k, Some(&bias), epilogue)?,
                 bias: Vec::new(),
+                comp: Vec::new(),
             },
         })
     }
@@ -122,8 +136,9 @@ struct Scratch {
     inter: Vec<f32>,
     inter_bf16: Vec<u16>,
     x_bf16: Vec<u16>,
-    quantized: Vec<i8>,
+    quantized: Vec<u8>,
     scales: Vec<f32>,
+    zero_points: Vec<f32>,
 }
 
 /// `buffer` resized to `len` (contents unspecified), without shrinking its allocation.
@@ -258,26 +273,31 @@ impl PackedLayers {
             Precision::Int8 => {
                 let q_in = sized(&mut scratch.quantized, m * i.max(h));
                 let scales = sized(&mut scratch.scales, m);
+                let zps = sized(&mut scratch.zero_points, m);
                 let tmp = sized(&mut scratch.tmp, m * h);
                 let inter = sized(&mut scratch.inter, m * i);
                 for layer in layers.iter() {
                     let q = &mut q_in[..m * h];
-                    ffi::quantize_rows(x, h, q, scales)?;
+                    ffi::quantize_rows(x, h, q, scales, zps)?;
                     ctx.gemm(&layer.qkv.gemm, m, q, qkv)?;
-                    ffi::scale_rows(qkv, 3 * h, scales, &layer.qkv.bias, None)?;
+                    let p = &layer.qkv;
+                    ffi::scale_rows(qkv, 3 * h, scales, zps, &p.comp, &p.bias, None)?;
                     ctx.attention(qkv, offsets, attended)?;
-                    ffi::quantize_rows(attended, h, q, scales)?;
+                    ffi::quantize_rows(attended, h, q, scales, zps)?;
                     ctx.gemm(&layer.attn_out.gemm, m, q, tmp)?;
-                    ffi::scale_rows(tmp, h, scales, &layer.attn_out.bias, Some(x))?;
+                    let p = &layer.attn_out;
+                    ffi::scale_rows(tmp, h, scales, zps, &p.comp, &p.bias, Some(x))?;
                     ctx.layer_norm(x, &layer.attn_norm.0, &layer.attn_norm.1)?;
-                    ffi::quantize_rows(x, h, q, scales)?;
+                    ffi::quantize_rows(x, h, q, scales, zps)?;
                     ctx.gemm(&layer.ff_in.gemm, m, q, inter)?;
-                    ffi::scale_rows(inter, i, scales, &layer.ff_in.bias, None)?;
+                    let p = &layer.ff_in;
+                    ffi::scale_rows(inter, i, scales, zps, &p.comp, &p.bias, None)?;
                     ctx.gelu(inter)?;
                     let q = &mut q_in[..m * i];
-                    ffi::quantize_rows(inter, i, q, scales)?;
+                    ffi::quantize_rows(inter, i, q, scales, zps)?;
                     ctx.gemm(&layer.ff_out.gemm, m, q, tmp)?;
-                    ffi::scale_rows(tmp, h, scales, &layer.ff_out.bias, Some(x))?;
+                    let p = &layer.ff_out;
+                    ffi::scale_rows(tmp, h, scales, zps, &p.comp, &p.bias, Some(x))?;
                     ctx.layer_norm(x, &layer.ff_norm.0, &layer.ff_norm.1)?;
                 }
             }
