@@ -595,12 +595,14 @@ int rr_gelu(struct rr_ctx *c, float *x, int64_t len) {
  * to include 0 so that 0 is exact. Returns the scale; the zero point goes to *zero_point. */
 RR_CLONES static float rr_quantize_row(const float *row, int64_t n, uint8_t *out, float *zero_point) {
     float lo = 0.f, hi = 0.f;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
     for (int64_t c = 0; c < n; c++) {
         lo = row[c] < lo ? row[c] : lo;
         hi = row[c] > hi ? row[c] : hi;
     }
     float s = hi > lo ? (hi - lo) / 255.f : 1.f, inv = 1.f / s;
     float zp = (float)(int)(-lo * inv + 0.5f);
+#pragma omp simd
     for (int64_t c = 0; c < n; c++) {
         float v = row[c] * inv + zp + 0.5f;
         v = v < 0.f ? 0.f : v > 255.f ? 255.f : v;
@@ -613,8 +615,10 @@ RR_CLONES static float rr_quantize_row(const float *row, int64_t n, uint8_t *out
 RR_CLONES static void rr_scale_row(float *restrict y, int64_t n, float s, float zp, const float *restrict comp,
                                    const float *restrict bias, float *restrict acc) {
     if (acc) {
+#pragma omp simd
         for (int64_t c = 0; c < n; c++) acc[c] += (y[c] - zp * comp[c]) * s + bias[c];
     } else {
+#pragma omp simd
         for (int64_t c = 0; c < n; c++) y[c] = (y[c] - zp * comp[c]) * s + bias[c];
     }
 }

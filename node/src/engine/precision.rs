@@ -45,7 +45,7 @@ impl Precision {
             (Self::F32, _) => "float32",
             (Self::Bf16, Kernels::OneDnn) => "bfloat16 (float32 accumulation)",
             (Self::Int8, Kernels::OneDnn) => {
-                "int8 (per-channel weights, per-token dynamic activations, int32 accumulation)"
+                "int8 (per-channel weights, per-token dynamic u8 activations, int32 accumulation)"
             }
             (Self::Bf16, Kernels::Candle) => "bfloat16 weights, float32 compute",
             (Self::F16, _) => "float16 weights, float32 compute",
