@@ -1,14 +1,18 @@
-//! Reduced precision: which dtype the encoder's projections run in.
+//! Reduced precision on the candle path: which dtype the encoder's projections are stored in.
 //!
-//! Only the linear projections (QKV, attention output, feed-forward — most of the weights) are
-//! stored in reduced precision: bf16, f16, or int8 (Q8_0: blocks of 32 values with one scale).
-//! They are widened to f32 for each forward pass and everything else — activations, residual
-//! stream, LayerNorm, softmax, GELU — stays f32 (weight-only quantization). Measured on a
-//! Zen 4 CPU, candle's bf16/f16 and Q8_0 GEMMs are slower than its f32 GEMM, and rounding the
-//! activations as well swapped near-tied rankings; so on this path the modes buy weight
-//! memory at near-f32 accuracy, not speed. In int8 mode the word embeddings — half of a
-//! MiniLM's weights — are Q8_0 too, dequantized row by row at lookup; the float modes keep
-//! embeddings in f32.
+//! (On oneDNN kernels — `engine::onednn`, the default CPU path where built — bf16 and int8 are
+//! compute precisions; this module then only supplies [`Precision`] and the int8 word
+//! embeddings.)
+//!
+//! Here only the linear projections (QKV, attention output, feed-forward — most of the weights)
+//! are stored in reduced precision: bf16, f16, or int8 (Q8_0: blocks of 32 values with one
+//! scale). They are widened to f32 for each forward pass and everything else — activations,
+//! residual stream, LayerNorm, softmax, GELU — stays f32 (weight-only quantization). candle's
+//! bf16/f16 and Q8_0 CPU GEMMs are slower than its f32 GEMM, and rounding the activations as
+//! well swapped near-tied rankings; so on this path the modes buy weight memory at near-f32
+//! accuracy, not speed. In int8 mode the word embeddings — half of a MiniLM's weights — are
+//! Q8_0 too, dequantized row by row at lookup (on both paths); the float modes keep embeddings
+//! in f32.
 
 use std::sync::Arc;
 

@@ -123,6 +123,8 @@ pub struct Gemm {
     k: usize,
     n: usize,
     kind: GemmKind,
+    /// Bytes of one output element: 2 with `bf16_output`, else 4.
+    output_bytes: usize,
 }
 
 // SAFETY: the handle owns its memory; callers serialize use through `PackedLayers`' mutex.
@@ -153,7 +155,13 @@ impl Gemm {
             epilogue.flags(),
         );
         NonNull::new(raw)
-            .map(|raw| Self { raw, k, n, kind })
+            .map(|raw| Self {
+                raw,
+                k,
+                n,
+                kind,
+                output_bytes: if epilogue.bf16_output { 2 } else { 4 },
+            })
             .ok_or_else(|| failed("matmul creation"))
     }
 
@@ -235,13 +243,18 @@ impl Gemm {
         self.n
     }
 
-    /// Bytes of the weights as stored (oneDNN's blocked layout may pad a little more).
-    pub fn weight_bytes(&self) -> usize {
-        let element = match self.kind {
+    /// Bytes of one input element.
+    fn input_bytes(&self) -> usize {
+        match self.kind {
             GemmKind::F32 => 4,
             GemmKind::Bf16 => 2,
             GemmKind::U8 => 1,
-        };
+        }
+    }
+
+    /// Bytes of the weights as stored (oneDNN's blocked layout may pad a little more).
+    pub fn weight_bytes(&self) -> usize {
+        let element = self.input_bytes();
         // int8 also keeps a scale and a zero-point compensation per output column.
         self.k * self.n * element
             + if self.kind == GemmKind::U8 {
@@ -306,7 +319,17 @@ impl Ctx {
     ) -> Result<(), EngineError> {
         expect_len(x.len(), m * gemm.k)?;
         expect_len(y.len(), m * gemm.n)?;
-        // SAFETY: buffer sizes checked; the handle and context are exclusively borrowed.
+        // The C side reads and writes by the handle's element types: the slices must match them.
+        if size_of::<X>() != gemm.input_bytes() || size_of::<Y>() != gemm.output_bytes {
+            return Err(EngineError::Internal(format!(
+                "{:?} matmul given {}-byte inputs and {}-byte outputs",
+                gemm.kind,
+                size_of::<X>(),
+                size_of::<Y>()
+            )));
+        }
+        // SAFETY: buffer sizes and element sizes checked; the handle and context are exclusively
+        // borrowed.
         check(
             unsafe {
                 rr_gemm_run(

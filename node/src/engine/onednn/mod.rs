@@ -339,6 +339,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gemm_computes_x_times_w_transposed_plus_bias_and_refuses_wrong_element_types() {
+        // W is (n = 2) × (k = 3), PyTorch's layout.
+        let w = [1.0f32, 2.0, 3.0, -1.0, 0.5, 0.0];
+        let gemm = Gemm::f32(&w, 2, 3, Some(&[10.0, 20.0]), Epilogue::default()).expect("gemm");
+        let mut ctx = Ctx::new(1, 3, 1e-12).expect("ctx");
+        let x = [1.0f32, 1.0, 1.0, 2.0, 0.0, -1.0];
+        let mut y = [0f32; 4];
+        ctx.gemm(&gemm, 2, &x, &mut y).expect("runs");
+        assert_eq!(y, [16.0, 19.5, 9.0, 18.0]);
+        let narrow = [0u16; 6];
+        assert!(ctx.gemm(&gemm, 2, &narrow, &mut y).is_err());
+        assert!(
+            ctx.gemm(&gemm, 3, &x, &mut y).is_err(),
+            "rows beyond the buffer"
+        );
+    }
+
+    #[test]
     fn weight_quantization_round_trips_within_half_a_step() {
         let w: Vec<f32> = (0..64)
             .map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5)
