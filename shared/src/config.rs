@@ -617,4 +617,69 @@ mod shipped_files {
             assert!(loaded.is_ok(), "{}: {:?}", file.display(), loaded.err());
         }
     }
+
+    /// The `# key = value` lines of a shipped file: their keys, and the lines uncommented
+    /// (trailing comments dropped) written to a temporary file.
+    fn documented(name: &str) -> (Vec<String>, PathBuf) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(name);
+        let text = std::fs::read_to_string(&path).expect("shipped config");
+        let mut keys = Vec::new();
+        let mut uncommented = String::new();
+        for line in text.lines() {
+            let Some(setting) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let Some((key, _)) = setting.split_once(" = ") else {
+                continue;
+            };
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                keys.push(key.to_string());
+                uncommented.push_str(setting.split(" #").next().unwrap_or(setting));
+                uncommented.push('\n');
+            }
+        }
+        let file = std::env::temp_dir().join(format!("{}-{name}", std::process::id()));
+        std::fs::write(&file, uncommented).expect("write");
+        (keys, file)
+    }
+
+    fn undocumented(fields: serde_json::Value, keys: &[String]) -> Vec<String> {
+        fields
+            .as_object()
+            .expect("object")
+            .keys()
+            .filter(|k| !keys.contains(k))
+            .cloned()
+            .collect()
+    }
+
+    /// `configs/node.toml` and `configs/coordinator.toml` document every setting: their
+    /// commented-out `# key = value` lines, uncommented, load, and name every field.
+    #[test]
+    fn shipped_files_document_every_setting() {
+        let (keys, file) = documented("node.toml");
+        let loaded = NodeConfig::load(Some(&file), &HashMap::new());
+        let _ = std::fs::remove_file(&file);
+        assert!(loaded.is_ok(), "uncommented node.toml: {:?}", loaded.err());
+        let fields = serde_json::to_value(NodeConfig::default()).expect("serializes");
+        let missing = undocumented(fields, &keys);
+        assert!(missing.is_empty(), "not in configs/node.toml: {missing:?}");
+
+        let (keys, file) = documented("coordinator.toml");
+        let loaded = CoordinatorConfig::load(Some(&file), &HashMap::new());
+        let _ = std::fs::remove_file(&file);
+        assert!(
+            loaded.is_ok(),
+            "uncommented coordinator.toml: {:?}",
+            loaded.err()
+        );
+        let fields = serde_json::to_value(CoordinatorConfig::default()).expect("serializes");
+        let missing = undocumented(fields, &keys);
+        assert!(
+            missing.is_empty(),
+            "not in configs/coordinator.toml: {missing:?}"
+        );
+    }
 }
