@@ -15,6 +15,9 @@ profile="${CARGO_PROFILE:-release}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 run_dir="$(mktemp -d)"
 pids=()
+# The three nodes share this machine's cores: each model gets a third of them (at least one),
+# since OpenMP pools that oversubscribe the cores stall in their barriers.
+node_threads="${OMP_NUM_THREADS:-$(( ($(nproc) + 2) / 3 ))}"
 
 stop_all() {
   trap - INT TERM EXIT
@@ -44,7 +47,7 @@ nodes=()
 for i in 1 2 3; do
   port=$((node_base + i))
   PORT=$port NODE_ID="node$i" NODE_URL="http://127.0.0.1:$port" REDIS_ENABLED=true REDIS_URL="$redis_url" \
-    MICRO_BATCH_ENABLED=true "$target/$profile/rerank-node" >"$run_dir/node$i.log" 2>&1 &
+    MICRO_BATCH_ENABLED=true OMP_NUM_THREADS="$node_threads" "$target/$profile/rerank-node" >"$run_dir/node$i.log" 2>&1 &
   pids+=($!)
   nodes+=("http://127.0.0.1:$port")
 done
