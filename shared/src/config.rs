@@ -566,6 +566,13 @@ mod tests {
             message.contains("none, bf16, f16, int8"),
             "the allowed values: {message}"
         );
+        let err = NodeConfig::load(None, &env(&[("CPU_KERNELS", "cuda")])).unwrap_err();
+        assert!(
+            err.to_string().contains("onednn, candle"),
+            "the allowed kernels: {err}"
+        );
+        let ok = NodeConfig::load(None, &env(&[("CPU_KERNELS", "candle")])).expect("candle");
+        assert_eq!(ok.cpu_kernels, CpuKernels::Candle);
         let err = CoordinatorConfig::load(None, &env(&[("ROUTING", "random")])).unwrap_err();
         assert!(
             err.to_string().contains("consistent_hash, round_robin"),
