@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rerank_node::bench::{self, BenchSettings};
-use rerank_node::engine::Precision;
+use rerank_node::engine::{Kernels, Precision};
 use rerank_node::eval::{self, EvalModel, EvalSet, EvalSettings};
 use rerank_shared::config::{CpuKernels, NodeConfig, Quantization, DEFAULT_MODEL_PATH};
 use rerank_shared::telemetry;
@@ -126,6 +126,11 @@ fn parse_precision(name: String) -> anyhow::Result<Precision> {
     Ok(rerank_node::server::precision_of(quantization))
 }
 
+fn parse_kernels(name: String) -> anyhow::Result<Kernels> {
+    let kernels = CpuKernels::try_from(name).map_err(anyhow::Error::msg)?;
+    Ok(rerank_node::server::kernels_of(kernels))
+}
+
 /// `LOW..HIGH` word pieces.
 fn parse_range(text: &str) -> Result<(usize, usize), String> {
     let (low, high) = text
@@ -181,16 +186,10 @@ fn main() -> anyhow::Result<()> {
                 torch_threads,
                 precisions: quantization
                     .into_iter()
-                    .map(|q| {
-                        Quantization::try_from(q)
-                            .map(rerank_node::server::precision_of)
-                            .map_err(anyhow::Error::msg)
-                    })
+                    .map(parse_precision)
                     .collect::<anyhow::Result<_>>()?,
                 mixed_lengths,
-                kernels: rerank_node::server::kernels_of(
-                    CpuKernels::try_from(kernels).map_err(anyhow::Error::msg)?,
-                ),
+                kernels: parse_kernels(kernels)?,
             };
             let report = bench::run(&settings).context("benchmark failed")?;
             if json {
@@ -217,15 +216,15 @@ fn main() -> anyhow::Result<()> {
                 let set = EvalSet::load(data.as_deref())?;
                 // The parent's environment carries CPU_KERNELS to every mode alike.
                 let kernels = match std::env::var("CPU_KERNELS") {
-                    Ok(k) => CpuKernels::try_from(k).map_err(anyhow::Error::msg)?,
-                    Err(_) => CpuKernels::default(),
+                    Ok(name) => parse_kernels(name)?,
+                    Err(_) => rerank_node::server::kernels_of(CpuKernels::default()),
                 };
                 let run = eval::score_in_mode(
                     model_dir.as_ref(),
                     &set,
                     parse_precision(mode)?,
                     max_batch_tokens,
-                    rerank_node::server::kernels_of(kernels),
+                    kernels,
                 )?;
                 println!("{}", serde_json::to_string(&run)?);
                 return Ok(());

@@ -12,6 +12,7 @@ use rerank_node::engine::{
     CandleReranker, EncodedPair, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend,
     TruncationOptions,
 };
+use rerank_node::eval::rank_metrics;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -50,33 +51,10 @@ fn load(dir: &Path, precision: Precision, kernels: Kernels) -> CandleReranker {
     .expect("loads")
 }
 
-fn ranks(values: &[f32]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
-            j += 1;
-        }
-        for k in i..=j {
-            ranks[order[k]] = (i + j) as f64 / 2.0;
-        }
-        i = j + 1;
-    }
-    ranks
-}
-
-/// Spearman's rank correlation (ties share their mean rank).
+/// Spearman's ρ of two score lists (ties share their mean rank), as `rerank-node eval` computes it.
 fn spearman(a: &[f32], b: &[f32]) -> f64 {
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = ra.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va.sqrt() * vb.sqrt())
+    let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    rank_metrics::spearman(&widen(a), &widen(b))
 }
 
 fn score_all(backend: &CandleReranker, pairs: &[(String, String)]) -> Vec<f32> {

@@ -7,6 +7,7 @@
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
 
+use super::batching::{packed_batches, token_budget_batches};
 use super::hf_config::{HfConfig, HiddenAct};
 use super::precision::{Precision, Projection, WordEmbeddings};
 use super::EngineError;
@@ -402,6 +403,33 @@ impl Encoder {
         !matches!(self.body, Body::Candle(_))
     }
 
+    /// Groups inputs of these token `lengths` into forward passes within `max_batch_tokens`:
+    /// counted in real tokens when the layers run packed, in `rows × longest` when padded.
+    pub fn batches(&self, lengths: &[usize], max_batch_tokens: usize) -> Vec<Vec<usize>> {
+        if self.is_packed() {
+            packed_batches(lengths, max_batch_tokens)
+        } else {
+            token_budget_batches(lengths, max_batch_tokens)
+        }
+    }
+
+    /// One forward pass over `sequences` (ids and type ids), packed or padded as the layers
+    /// run: the (batch, longest, hidden) last hidden state and the (batch, longest) token mask.
+    pub fn forward_batch(
+        &self,
+        sequences: &[(&[u32], &[u32])],
+        pad_id: u32,
+        position_offset: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor), EngineError> {
+        if self.is_packed() {
+            return self.forward_packed(sequences, position_offset, device);
+        }
+        let input = EncoderInput::pad(sequences, pad_id, position_offset, device)?;
+        let hidden = self.forward(&input)?;
+        Ok((hidden, input.token_mask))
+    }
+
     /// The kernels actually running the layers.
     pub fn kernels(&self) -> Kernels {
         match self.body {
@@ -473,7 +501,7 @@ impl Encoder {
     /// same (batch, longest, hidden) hidden state and (batch, longest) token mask as a padded
     /// forward pass would, for the heads.
     #[cfg(has_onednn)]
-    pub fn forward_packed(
+    fn forward_packed(
         &self,
         sequences: &[(&[u32], &[u32])],
         position_offset: usize,
@@ -498,7 +526,7 @@ impl Encoder {
 
     /// Without oneDNN there is no packed path ([`Encoder::is_packed`] is always false).
     #[cfg(not(has_onednn))]
-    pub fn forward_packed(
+    fn forward_packed(
         &self,
         _sequences: &[(&[u32], &[u32])],
         _position_offset: usize,

@@ -8,9 +8,7 @@ use candle_nn::VarBuilder;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::batching::packed_batches;
-use super::batching::token_budget_batches;
-use super::encoder::{Encoder, EncoderInput, Kernels};
+use super::encoder::{Encoder, Kernels};
 use super::heads::{cosine, raw_score, ClassifierHead, Pooling};
 use super::hf_config::{HfConfig, PoolingConfig, SentenceBertConfig, TokenizerConfig};
 use super::model_files::{ModelFiles, WeightFiles};
@@ -225,25 +223,7 @@ impl CandleReranker {
         mut each: impl FnMut(&[usize], &Tensor, &Tensor) -> Result<(), EngineError>,
     ) -> Result<(), EngineError> {
         let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        if self.encoder.is_packed() {
-            for batch in packed_batches(&lengths, self.max_batch_tokens) {
-                let rows: Vec<(&[u32], &[u32])> = batch
-                    .iter()
-                    .map(|&i| {
-                        (
-                            sequences[i].ids.as_slice(),
-                            sequences[i].type_ids.as_slice(),
-                        )
-                    })
-                    .collect();
-                let (hidden, mask) =
-                    self.encoder
-                        .forward_packed(&rows, self.position_offset, &self.device)?;
-                each(&batch, &hidden, &mask)?;
-            }
-            return Ok(());
-        }
-        for batch in token_budget_batches(&lengths, self.max_batch_tokens) {
+        for batch in self.encoder.batches(&lengths, self.max_batch_tokens) {
             let rows: Vec<(&[u32], &[u32])> = batch
                 .iter()
                 .map(|&i| {
@@ -253,14 +233,13 @@ impl CandleReranker {
                     )
                 })
                 .collect();
-            let input = EncoderInput::pad(
+            let (hidden, mask) = self.encoder.forward_batch(
                 &rows,
                 self.tokenizer.pad_id(),
                 self.position_offset,
                 &self.device,
             )?;
-            let hidden = self.encoder.forward(&input)?;
-            each(&batch, &hidden, &input.token_mask)?;
+            each(&batch, &hidden, &mask)?;
         }
         Ok(())
     }

@@ -173,19 +173,7 @@ impl Gemm {
         bias: Option<&[f32]>,
         epilogue: Epilogue,
     ) -> Result<Self, EngineError> {
-        expect_len(weight.len(), n * k)?;
-        // SAFETY: length checked above.
-        unsafe {
-            Self::create(
-                GemmKind::F32,
-                n,
-                k,
-                weight.as_ptr().cast(),
-                bias,
-                None,
-                epilogue,
-            )
-        }
+        Self::float(GemmKind::F32, weight, n, k, bias, epilogue)
     }
 
     /// A bf16 projection (`weight` holds bf16 bit patterns).
@@ -196,19 +184,21 @@ impl Gemm {
         bias: Option<&[f32]>,
         epilogue: Epilogue,
     ) -> Result<Self, EngineError> {
+        Self::float(GemmKind::Bf16, weight, n, k, bias, epilogue)
+    }
+
+    /// A float projection of `kind`, whose element `T` the public constructors pair with it.
+    fn float<T: Element>(
+        kind: GemmKind,
+        weight: &[T],
+        n: usize,
+        k: usize,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+    ) -> Result<Self, EngineError> {
         expect_len(weight.len(), n * k)?;
-        // SAFETY: length checked above.
-        unsafe {
-            Self::create(
-                GemmKind::Bf16,
-                n,
-                k,
-                weight.as_ptr().cast(),
-                bias,
-                None,
-                epilogue,
-            )
-        }
+        // SAFETY: length checked above; `T` is `kind`'s element type (f32 / bf16 bits).
+        unsafe { Self::create(kind, n, k, weight.as_ptr().cast(), bias, None, epilogue) }
     }
 
     /// An int8 projection (u8 inputs × s8 `weight`) with per-output-column `scales`; zero
