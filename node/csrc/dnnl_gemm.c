@@ -623,6 +623,15 @@ RR_CLONES static void rr_scale_row(float *restrict y, int64_t n, float s, float 
     }
 }
 
+/* Whether oneDNN's int8 kernels on this CPU multiply with VNNI (vpdpbusd: u8×s8 products summed
+ * straight into int32). Without it they use vpmaddubsw, whose pairwise u8×s8 sums saturate at
+ * int16: 255·127·2 overflows, 255·63·2 does not, so the caller keeps weights to 7 bits. */
+int rr_int8_has_vnni(void) {
+    unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
+    return (isa & ((unsigned)dnnl_cpu_isa_avx512_core_vnni & ~(unsigned)dnnl_cpu_isa_avx512_core)) != 0 ||
+           (isa & ((unsigned)dnnl_cpu_isa_avx2_vnni & ~(unsigned)dnnl_cpu_isa_avx2)) != 0;
+}
+
 /* Dynamic per-row u8 quantization: x[r, :] ≈ scale[r] · (q[r, :] − zero_point[r]). */
 void rr_quantize_rows(const float *x, int64_t m, int64_t n, uint8_t *q, float *scale, float *zero_point) {
 #pragma omp parallel for schedule(static)

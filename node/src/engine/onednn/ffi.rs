@@ -56,6 +56,7 @@ extern "C" {
     ) -> c_int;
     fn rr_to_bf16(c: *mut RawCtx, x: *const f32, y: *mut u16, len: i64) -> c_int;
     fn rr_gelu(c: *mut RawCtx, x: *mut f32, len: i64) -> c_int;
+    fn rr_int8_has_vnni() -> c_int;
     fn rr_quantize_rows(
         x: *const f32,
         m: i64,
@@ -423,6 +424,13 @@ pub trait Element: Copy {}
 impl Element for f32 {}
 impl Element for u16 {}
 impl Element for u8 {}
+
+/// Whether oneDNN's int8 GEMMs on this CPU use VNNI. Without VNNI (e.g. AVX2-only CPUs) they
+/// sum pairs of u8×s8 products in saturating int16, so weights must stay within ±63.
+pub fn int8_has_vnni() -> bool {
+    // SAFETY: no arguments; reads oneDNN's CPU dispatch state.
+    unsafe { rr_int8_has_vnni() != 0 }
+}
 
 /// Per-row asymmetric u8 quantization of `x` (rows of `n`): `x ≈ scale · (q − zero_point)`.
 pub fn quantize_rows(

@@ -51,17 +51,20 @@ struct Projection {
 }
 
 impl Projection {
+    /// `int8_max`: the largest int8 weight magnitude the CPU's int8 kernels sum without
+    /// overflow (127 with VNNI, 63 without; see [`ffi::int8_has_vnni`]).
     fn new(
         w: &(Tensor, Tensor),
         precision: Precision,
         epilogue: Epilogue,
+        int8_max: f32,
     ) -> Result<Self, EngineError> {
         let (n, k) = w.0.dims2()?;
         let weight = f32_values(&w.0)?;
         let bias = f32_values(&w.1)?;
         Ok(match precision {
             Precision::Int8 => {
-                let (q, scales) = quantize_weight(&weight, n, k);
+                let (q, scales) = quantize_weight(&weight, n, k, int8_max);
                 let comp = (0..n)
                     .map(|r| {
                         let row = &q[r * k..(r + 1) * k];
@@ -99,16 +102,16 @@ impl Projection {
     }
 }
 
-/// Symmetric per-row int8: row r of (n × k) `w` as `q[r, :] · scale[r]`.
-fn quantize_weight(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+/// Symmetric per-row int8: row r of (n × k) `w` as `q[r, :] · scale[r]`, with |q| ≤ `max`.
+fn quantize_weight(w: &[f32], n: usize, k: usize, max: f32) -> (Vec<i8>, Vec<f32>) {
     let mut q = vec![0i8; n * k];
     let mut scales = vec![1f32; n];
     for r in 0..n {
         let row = &w[r * k..(r + 1) * k];
         let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        let scale = if amax > 0.0 { amax / max } else { 1.0 };
         for (dst, &v) in q[r * k..(r + 1) * k].iter_mut().zip(row) {
-            *dst = (v / scale).round().clamp(-127.0, 127.0) as i8;
+            *dst = (v / scale).round().clamp(-max, max) as i8;
         }
         scales[r] = scale;
     }
@@ -170,6 +173,8 @@ impl PackedLayers {
         let hidden = first.qkv.0.dim(1)?;
         let ctx = Ctx::new(first.heads, hidden / first.heads, first.eps as f32)?;
         let fused = precision != Precision::Int8;
+        let vnni = ffi::int8_has_vnni();
+        let int8_max = if vnni { 127.0 } else { 63.0 };
         let layers = weights
             .iter()
             .map(|w| {
@@ -177,7 +182,7 @@ impl PackedLayers {
                     Ok((f32_values(&p.0)?, f32_values(&p.1)?))
                 };
                 Ok(Layer {
-                    qkv: Projection::new(&w.qkv, precision, Epilogue::default())?,
+                    qkv: Projection::new(&w.qkv, precision, Epilogue::default(), int8_max)?,
                     attn_out: Projection::new(
                         &w.attn_out,
                         precision,
@@ -185,6 +190,7 @@ impl PackedLayers {
                             accumulate: fused,
                             ..Default::default()
                         },
+                        int8_max,
                     )?,
                     attn_norm: norm(&w.attn_norm)?,
                     ff_in: Projection::new(
@@ -195,6 +201,7 @@ impl PackedLayers {
                             bf16_output: precision == Precision::Bf16,
                             ..Default::default()
                         },
+                        int8_max,
                     )?,
                     ff_out: Projection::new(
                         &w.ff_out,
@@ -203,6 +210,7 @@ impl PackedLayers {
                             accumulate: fused,
                             ..Default::default()
                         },
+                        int8_max,
                     )?,
                     ff_norm: norm(&w.ff_norm)?,
                     hidden,
@@ -210,10 +218,13 @@ impl PackedLayers {
                 })
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
-        let implementation = layers
+        let mut implementation = layers
             .first()
             .map(|l| l.qkv.gemm.implementation())
             .unwrap_or_default();
+        if precision == Precision::Int8 && !vnni {
+            implementation.push_str(", 7-bit weights: no VNNI");
+        }
         let weight_bytes = layers
             .iter()
             .map(|l| {
@@ -361,12 +372,29 @@ mod tests {
         let w: Vec<f32> = (0..64)
             .map(|i| ((i * 37) % 23) as f32 / 7.0 - 1.5)
             .collect();
-        let (q, scales) = quantize_weight(&w, 4, 16);
+        let (q, scales) = quantize_weight(&w, 4, 16, 127.0);
         for r in 0..4 {
             for c in 0..16 {
                 let back = f32::from(q[r * 16 + c]) * scales[r];
                 assert!((back - w[r * 16 + c]).abs() <= scales[r] / 2.0 + 1e-6);
             }
         }
+    }
+
+    #[test]
+    fn int8_gemm_sums_full_range_products_without_saturating() {
+        // The worst case for the u8 × s8 kernels: every activation 255, every weight at the
+        // largest magnitude this CPU's kernels are given. A saturating int16 pair sum (AVX2
+        // without VNNI at 127) would come out far below the exact total.
+        let max = if ffi::int8_has_vnni() { 127i8 } else { 63 };
+        let (n, k) = (2usize, 64usize);
+        let weights: Vec<i8> = (0..n * k).map(|i| if i < k { max } else { -max }).collect();
+        let gemm = Gemm::int8(&weights, n, k, &[1.0, 1.0]).expect("gemm");
+        let mut ctx = Ctx::new(1, k, 1e-12).expect("ctx");
+        let x = vec![255u8; k];
+        let mut y = [0f32; 2];
+        ctx.gemm(&gemm, 1, &x, &mut y).expect("runs");
+        let exact = 255.0 * f32::from(max) * k as f32;
+        assert_eq!(y, [exact, -exact]);
     }
 }
