@@ -368,6 +368,15 @@ impl Encoder {
             );
             return Ok(None);
         }
+        if precision == Precision::Bf16 && !super::native_bf16() {
+            // oneDNN 2.x has no bf16 matmul below AVX-512 (and only an emulated one without
+            // AVX512-BF16); candle keeps bf16 weights and computes in f32.
+            tracing::warn!(
+                "this CPU has no native bf16 (AVX512-BF16): bf16 runs on candle kernels \
+                 (bf16 weights, f32 compute), slower than QUANTIZATION=none here"
+            );
+            return Ok(None);
+        }
         match super::onednn::PackedLayers::new(weights, precision) {
             Ok(layers) => {
                 tracing::info!(
