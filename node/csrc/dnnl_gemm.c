@@ -3,8 +3,8 @@
  *
  * oneDNN 2.x exposes its memory descriptors as large C structs; keeping them on this side of
  * the FFI boundary lets the Rust code see only opaque handles and plain buffers. Everything
- * here runs on oneDNN's OpenMP thread pool — the GEMMs, attention, LayerNorm, and the few
- * element-wise loops (as `omp parallel for`) — so the forward pass never has two thread pools
+ * here runs on oneDNN's OpenMP thread pool — the GEMMs, attention, and the few row loops
+ * (LayerNorm, int8 quantization, as `omp parallel for`) — so the forward pass never has two thread pools
  * spinning against each other on a small machine.
  *
  * A projection handle holds one weight matrix, reordered once into the layout oneDNN's kernels
@@ -244,7 +244,7 @@ static dnnl_primitive_t rr_primitive(struct rr_gemm *g, int64_t m) {
 
 /*
  * The per-model execution context: a stream, and the primitives for attention (by sequence
- * length), LayerNorm, conversions and GELU (by row count). A context and the projection handles
+ * length), conversions and GELU (by length). A context and the projection handles
  * used with it must be driven by one thread at a time.
  */
 struct rr_ctx {
@@ -485,7 +485,7 @@ int rr_attention(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t
     return failed ? -1 : 0;
 }
 
-/* Runs a cached element-wise primitive over `len` values (or `len` rows for LayerNorm). */
+/* The cached element-wise primitive for `len` values. */
 static dnnl_primitive_t rr_cached(struct rr_ctx *c, struct rr_slots *slots, int64_t key,
                                   dnnl_status_t (*make)(struct rr_ctx *, int64_t, dnnl_primitive_desc_t *)) {
     dnnl_primitive_t prim = rr_slots_get(slots, key);
@@ -494,8 +494,6 @@ static dnnl_primitive_t rr_cached(struct rr_ctx *c, struct rr_slots *slots, int6
     if (make(c, key, &pd) != dnnl_success) return NULL;
     return rr_slots_put(slots, key, pd);
 }
-
-/* rr_layer_norm (own row kernel) is below, with the other row kernels. */
 
 static dnnl_status_t rr_flat(dnnl_memory_desc_t *md, int64_t len, dnnl_data_type_t t) {
     dnnl_dims_t d = {len};

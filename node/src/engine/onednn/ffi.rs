@@ -273,7 +273,7 @@ fn expect_len(got: usize, want: usize) -> Result<(), EngineError> {
     }
 }
 
-/// A model's execution context: stream and the attention/LayerNorm primitive caches.
+/// A model's execution context: streams and the attention/element-wise primitive caches.
 pub struct Ctx {
     raw: NonNull<RawCtx>,
     heads: usize,

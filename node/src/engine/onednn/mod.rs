@@ -2,9 +2,10 @@
 //!
 //! Sequences are concatenated into one (tokens × hidden) matrix with no padding: every
 //! projection, LayerNorm and GELU runs over real tokens only, and attention runs per sequence
-//! (varlen, as flash-attention's `cu_seqlens`). The projections use oneDNN's brgemm kernels —
-//! AVX-512 f32, AVX512-BF16 `vdpbf16ps`, VNNI int8 (AMX where the CPU has it) — which
-//! candle's CPU backend does not reach. Measured figures are in the README.
+//! (varlen, as flash-attention's `cu_seqlens`). The projections use oneDNN's GEMM kernels —
+//! brgemm with AVX-512 f32, AVX512-BF16 `vdpbf16ps`, VNNI int8 (AMX where the CPU has it);
+//! AVX2 `gemm:jit` below AVX-512 — which candle's CPU backend does not reach. Measured figures
+//! are in the README.
 //!
 //! Precision here is compute precision, not just storage:
 //! - f32: f32 GEMMs.
@@ -13,7 +14,9 @@
 //! - int8: per-output-channel symmetric int8 weights × per-token dynamic asymmetric u8
 //!   activations (scale and zero point per row: GELU outputs are mostly positive, and a
 //!   symmetric range would waste half the levels), int32 accumulation; bias, residual,
-//!   LayerNorm, GELU and attention stay f32.
+//!   LayerNorm, GELU and attention stay f32. Without VNNI the weights keep to ±63 (7 bits):
+//!   oneDNN's AVX2 int8 kernels sum u8×s8 product pairs in saturating int16.
+//! - bf16 needs AVX512-BF16; elsewhere [`crate::engine::encoder`] leaves bf16 to candle.
 //!
 //! f16 has no fast CPU kernel here and stays on the candle path (f16 weights, f32 compute).
 
