@@ -15,7 +15,9 @@
 #   CUDA_COMPUTE_CAP   GPU generation to build for, default 90 (Hopper: H100/H200). candle's
 #                      kernels are PTX for exactly this target: the binary runs on GPUs of this
 #                      compute capability and newer (80: A100, 86: A10/RTX 30xx, 89: L4/L40,
-#                      90: H100/H200), and bf16 needs 80 or newer.
+#                      90: H100/H200), and bf16 needs 80 or newer. (candle-kernels' GGUF
+#                      matmul kernels, which the node never calls, are machine code for
+#                      exactly this capability: 90 builds sm_90a.)
 #   RERANK_CUDA_HOME   where the toolkit wheels go, default ~/.cache/rerank-cluster/cuda-13.0.2
 #   CARGO_TARGET_DIR   as usual (cargo's default: ./target)
 #
@@ -36,34 +38,44 @@
 #   - PATH (nvcc), CUDA_ROOT = CUDA_HOME = CUDA_PATH = the wheels' root (cudarc's and
 #     candle-kernels' build scripts look there), CUDA_COMPUTE_CAP.
 #
-# Running the result. The binary needs at run time: libcuda.so.1 (from the NVIDIA driver, never
-# carried), and libcublas.so.13, libcublasLt.so.13, libcurand.so.10, libnvrtc.so.13 and
-# libcudart.so.13 from a CUDA 13 toolkit or the same pip wheels — on LD_LIBRARY_PATH unless the
-# system's loader finds them. The default features also link oneDNN (libdnnl.so.3, libgomp.so.1)
-# where the build machine had libdnnl-dev; pass `--no-default-features` to leave it out.
+# Running the result. The binary needs at run time (readelf -d lists them): libcuda.so.1 from
+# the NVIDIA driver (never carried; without it the binary does not even start), and from a
+# CUDA 13 toolkit or the same pip wheels libcublas.so.13 (which loads libcublasLt.so.13),
+# libcurand.so.10 and libcudart.so.13 — on LD_LIBRARY_PATH unless the system's loader finds
+# them. The default features also link oneDNN (libdnnl.so.2, libgomp.so.1) where the build
+# machine had libdnnl-dev; pass `--no-default-features` to leave it out.
 #   LD_LIBRARY_PATH=$RERANK_CUDA_HOME/py/nvidia/cu13/lib DEVICE=cuda target/release/rerank-node
 # /health then says `"device": "cuda"` and `"kernels": "candle"` (oneDNN is CPU-only).
+#
+# Measured on the 2-core build machine (shared with other work), CUDA_COMPUTE_CAP=90, cold
+# target dir: `check` 12 min, `build` 28 min (of it ~14 min nvcc for candle-kernels' static
+# quantized-matmul kernels, once per profile), `tests` after `build` 4 min. The release binary
+# is 76 MB (69 MB stripped: 33 MB of it sm_90a GPU code), a test binary 58 MB stripped.
 #
 # Running the GPU tests on a machine that has a GPU but no Rust toolchain (e.g. this
 # workplace's device machine: CUDA 13.0 driver 580.x, nvcc 13.0, PyTorch with NVIDIA's cu13
 # pip wheels, no libdnnl):
 #   1. here: `scripts/build_cuda.sh tests` builds the parity and precision test binaries
-#      (release, `--no-default-features`: no oneDNN to carry) and prints their paths. Copy them
-#      into a git-ignored folder of the checkout that travels, e.g.
+#      (release, `--no-default-features`: no oneDNN to carry) and prints their paths. Strip
+#      and compress them into a git-ignored folder of the checkout (~15 MB each; what travels
+#      is capped at 64 MiB), and name that folder in the run's `carry`:
 #        echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu
-#        cp <printed paths> .gpu/ && strip .gpu/*
-#      and name `.gpu` in the run's `carry`. Do not carry cuBLAS (libcublasLt alone is several
-#      hundred MB, over what travels): the GPU machine's own CUDA 13 libraries serve.
+#        for b in <printed paths>; do n=$(basename "$b"); strip -o ".gpu/${n%-*}" "$b"; done
+#        gzip -f .gpu/parity .gpu/precision
+#      Do not carry cuBLAS (libcublasLt alone is several hundred MB): the GPU machine's own
+#      CUDA 13 libraries serve.
 #   2. there, from the checkout's node/ directory (the tests find tests/fixtures there when the
 #      path they were built at does not exist; all-MiniLM-L6-v2 is git-ignored and too big to
 #      carry, so its two tests skip with a loud message and only the fixture models run):
-#        L=$(python3 -c 'import nvidia.cu13, os; print(os.path.dirname(nvidia.cu13.__file__) + "/lib")')
+#        gunzip -f ../.gpu/*.gz && chmod +x ../.gpu/parity ../.gpu/precision
+#        L=$(python3 -c 'import nvidia.cu13 as m; print(list(m.__path__)[0] + "/lib")')
 #        export LD_LIBRARY_PATH="$L:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-#        ldd ../.gpu/parity-* | grep 'not found'   # should print nothing
-#        RERANK_TEST_DEVICE=cuda ../.gpu/parity-* --test-threads=1
-#        RERANK_TEST_DEVICE=cuda ../.gpu/precision-* --test-threads=1
+#        ldd ../.gpu/parity | grep 'not found'   # should print nothing
+#        RERANK_TEST_DEVICE=cuda ../.gpu/parity --test-threads=1
+#        RERANK_TEST_DEVICE=cuda ../.gpu/precision --test-threads=1
 #      RERANK_TEST_DEVICE=cuda loads every model on CUDA device 0 and fails, rather than
-#      falling back to the CPU, where the binary or the machine has no CUDA.
+#      falling back to the CPU, where the binary or the machine has no CUDA. A run that is
+#      refused at start with "libcuda.so.1: cannot open shared object file" has no driver.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -126,9 +138,11 @@ case "$mode" in
     nice -n 5 cargo clippy -p rerank-node --features cuda --all-targets "$@" -- -D warnings
     ;;
   tests)
+    out=$(mktemp)
     nice -n 5 cargo test --release -p rerank-node --no-default-features --features cuda \
-      --test parity --test precision --no-run "$@" 2>&1 | tee /dev/stderr |
-      sed -n 's/.*Executable .*(\(.*\)).*/build_cuda: test binary: \1/p' >&2
+      --test parity --test precision --no-run "$@" 2>&1 | tee "$out" >&2
+    sed -n 's/.*Executable .*(\(.*\)).*/build_cuda: test binary: \1/p' "$out" >&2
+    rm -f "$out"
     ;;
   *)
     log "unknown mode '$mode' (build, check, clippy, tests, env)"
