@@ -36,14 +36,24 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// Picks the device `choice` asks for; `auto` means CUDA when available.
+/// Picks the device `choice` asks for: `cuda` is GPU 0 or an error; `auto` is GPU 0 in builds
+/// with the `cuda` feature where a GPU answers, else the CPU (with a warning when a CUDA build
+/// finds no GPU: candle's own `cuda_if_available` would fail start-up there instead).
 pub fn select_device(choice: DeviceChoice) -> Result<Device, ServeError> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| {
-            ServeError::Device(format!("DEVICE=cuda but CUDA is unavailable ({e}); build with --features cuda or set DEVICE=cpu"))
+            ServeError::Device(format!(
+                "DEVICE=cuda but CUDA is unavailable ({e}); build with --features cuda \
+                 (scripts/build_cuda.sh) or set DEVICE=cpu"
+            ))
         }),
-        DeviceChoice::Auto => Device::cuda_if_available(0).map_err(|e| ServeError::Device(e.to_string())),
+        DeviceChoice::Auto if candle_core::utils::cuda_is_available() => Ok(Device::new_cuda(0)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "DEVICE=auto: no usable CUDA GPU; running on the CPU");
+                Device::Cpu
+            })),
+        DeviceChoice::Auto => Ok(Device::Cpu),
     }
 }
 
@@ -154,8 +164,9 @@ pub fn start_actors(
 }
 
 /// The precision to run: `QUANTIZATION`, except that `ENABLE_MIXED_PRECISION` turns f32 into
-/// bf16 compute where the CPU and kernels run bf16 natively (then `/health.model` says bf16);
-/// elsewhere it warns and changes nothing.
+/// bf16 compute where the device and kernels run bf16 natively — a CUDA GPU (cuBLAS), or a CPU
+/// with native bf16 on oneDNN — (then `/health.model` says bf16); elsewhere it warns and changes
+/// nothing.
 fn mixed_precision(config: &NodeConfig, device: &Device, kernels: Kernels) -> Precision {
     let asked = precision_of(config.quantization);
     if !config.enable_mixed_precision {
@@ -169,6 +180,10 @@ fn mixed_precision(config: &NodeConfig, device: &Device, kernels: Kernels) -> Pr
         asked
     } else if device.is_cpu() && kernels == Kernels::OneDnn && crate::engine::native_bf16() {
         tracing::info!("ENABLE_MIXED_PRECISION: bf16 compute on oneDNN (the CPU has native bf16)");
+        Precision::Bf16
+    } else if device.is_cuda() {
+        // GPUs without bf16 (compute capability < 8.0) get f16 when the model loads.
+        tracing::info!("ENABLE_MIXED_PRECISION: bf16 compute on cuBLAS");
         Precision::Bf16
     } else {
         tracing::warn!(
@@ -262,4 +277,19 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     }
     server.run().await?;
     Ok(())
+}
+
+/// A CUDA build's choices need a GPU (and its driver even to start), so only CPU builds test here.
+#[cfg(all(test, not(feature = "cuda")))]
+mod tests {
+    use super::*;
+
+    /// A CPU build runs `auto` on the CPU and refuses `cuda` with the way out in the message.
+    #[test]
+    fn cpu_builds_pick_the_cpu_and_refuse_cuda() {
+        assert!(matches!(select_device(DeviceChoice::Auto), Ok(Device::Cpu)));
+        assert!(matches!(select_device(DeviceChoice::Cpu), Ok(Device::Cpu)));
+        let err = select_device(DeviceChoice::Cuda).expect_err("no CUDA in this build");
+        assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
 }

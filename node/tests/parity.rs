@@ -4,13 +4,18 @@
 //! Fixtures come from `scripts/gen_fixtures.py` (tiny random-weight BERT and XLM-R
 //! cross-encoders, plus reference cosine scores of the real all-MiniLM-L6-v2). Tolerance: a raw
 //! score within 1e-4 × max(1, |reference|) of the reference.
+//!
+//! Models load on the CPU, or on CUDA GPU 0 with `RERANK_TEST_DEVICE=cuda` (builds with the
+//! `cuda` feature; see `scripts/build_cuda.sh`), where every kernel choice must run candle's.
 
 mod common;
+#[path = "common/device.rs"]
+mod device;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use device::test_device;
 use rerank_node::engine::heads::raw_score;
 use rerank_node::engine::{
     CandleReranker, EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision,
@@ -56,24 +61,28 @@ struct BiCase {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    common::fixtures()
 }
 
 /// Both CPU paths are held to the same reference: candle over padded batches, and (in builds
-/// with oneDNN) oneDNN over packed sequences.
+/// with oneDNN) oneDNN over packed sequences. On a GPU both choices must come out as candle.
 const KERNELS: &[Kernels] = &[Kernels::Candle, Kernels::OneDnn];
 
 fn load(dir: &Path, kernels: Kernels) -> CandleReranker {
+    let device = test_device();
     let files = ModelFiles::from_dir(dir, &dir.display().to_string()).expect("model files");
     let backend = CandleReranker::load(
         &files,
         &LoadOptions {
             kernels,
-            ..LoadOptions::new(Device::Cpu, 4096, Precision::F32)
+            ..LoadOptions::new(device.clone(), 4096, Precision::F32)
         },
     )
     .expect("model loads");
-    let expected = if kernels == Kernels::OneDnn && cfg!(has_onednn) {
+    let on_gpu = device.is_cuda();
+    let expected_device = if on_gpu { "cuda" } else { "cpu" };
+    assert_eq!(backend.info().device, expected_device, "device in effect");
+    let expected = if kernels == Kernels::OneDnn && cfg!(has_onednn) && !on_gpu {
         "onednn"
     } else {
         "candle"
@@ -196,9 +205,12 @@ fn unsupported_architecture_names_the_supported_ones() {
     config["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
     std::fs::write(dir.join("config.json"), config.to_string()).expect("write");
     let files = ModelFiles::from_dir(&dir, "unsupported").expect("files");
-    let err = CandleReranker::load(&files, &LoadOptions::new(Device::Cpu, 1024, Precision::F32))
-        .err()
-        .expect("must fail");
+    let err = CandleReranker::load(
+        &files,
+        &LoadOptions::new(test_device(), 1024, Precision::F32),
+    )
+    .err()
+    .expect("must fail");
     let message = err.to_string();
     assert!(
         message.contains("GPT2LMHeadModel")

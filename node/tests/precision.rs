@@ -2,12 +2,16 @@
 //! less than f32, and ranks like f32 (Spearman ρ ≥ 0.999 for bf16/f16, ≥ 0.99 for int8) — on the
 //! parity fixtures (every query × every document, ~200 pairs per model) and on the real
 //! all-MiniLM-L6-v2 — on both CPU paths (candle, and oneDNN in builds with the feature).
+//! With `RERANK_TEST_DEVICE=cuda` (builds with the `cuda` feature; see `scripts/build_cuda.sh`)
+//! the same checks run on CUDA GPU 0, where bf16/f16 are cuBLAS compute precisions.
 
 mod common;
+#[path = "common/device.rs"]
+mod device;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use device::test_device;
 use rerank_node::engine::{
     CandleReranker, EncodedPair, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend,
     TruncationOptions,
@@ -32,7 +36,7 @@ struct Case {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    common::fixtures()
 }
 
 /// Every mode is checked on both CPU paths (oneDNN only in builds with oneDNN; elsewhere
@@ -45,7 +49,7 @@ fn load(dir: &Path, precision: Precision, kernels: Kernels) -> CandleReranker {
         &files,
         &LoadOptions {
             kernels,
-            ..LoadOptions::new(Device::Cpu, 4096, precision)
+            ..LoadOptions::new(test_device(), 4096, precision)
         },
     )
     .expect("loads")

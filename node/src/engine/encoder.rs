@@ -301,6 +301,20 @@ pub enum Kernels {
     OneDnn,
 }
 
+impl Kernels {
+    /// The kernels these (`CPU_KERNELS`) become on `device`: oneDNN only on the CPU. The packed
+    /// oneDNN pass reads and writes host memory, so on a GPU it would copy every activation
+    /// across PCIe and run the layers on the CPU; every other device runs candle's kernels.
+    pub fn on_device(self, device: &Device) -> Self {
+        if self == Self::OneDnn && !device.is_cpu() {
+            tracing::info!("oneDNN kernels are CPU-only; candle kernels on this device");
+            Self::Candle
+        } else {
+            self
+        }
+    }
+}
+
 enum Body {
     Candle(Vec<Layer>),
     #[cfg(has_onednn)]
@@ -319,13 +333,15 @@ pub struct Encoder {
 impl Encoder {
     /// Loads the encoder from `vb` (f32), which must point at the model prefix (`bert.`,
     /// `roberta.` or the root for sentence-transformers checkpoints), with its projections in
-    /// `precision`, on `kernels` where they can run it.
+    /// `precision`, on `kernels` where they can run it (never oneDNN off the CPU: see
+    /// [`Kernels::on_device`]).
     pub fn load(
         vb: VarBuilder,
         cfg: &HfConfig,
         precision: Precision,
         kernels: Kernels,
     ) -> Result<Self, EngineError> {
+        let kernels = kernels.on_device(vb.device());
         let embeddings = Embeddings::load(vb.pp("embeddings"), cfg, precision)?;
         let weights = LayerWeights::load_all(&vb, cfg)?;
         let body = match Self::packed(&weights, cfg, precision, kernels)? {

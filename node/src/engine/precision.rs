@@ -13,11 +13,19 @@
 //! accuracy, not speed. In int8 mode the word embeddings — half of a MiniLM's weights — are
 //! Q8_0 too, dequantized row by row at lookup (on both paths); the float modes keep embeddings
 //! in f32.
+//!
+//! On a CUDA device (builds with the `cuda` feature) bf16 and f16 are compute precisions
+//! instead: the projections' GEMMs run in bf16/f16 on cuBLAS with f32 accumulation (candle's
+//! default; tensor cores), their inputs rounded to bf16/f16 and their outputs widened back to
+//! f32, the way the oneDNN path runs bf16 on the CPU; the rest stays f32 as above. int8 stays
+//! weight-only there too: Q8_0 blocks dequantized by candle's CUDA kernel into an f32 cuBLAS
+//! GEMM. (candle's Q8_0 matmul kernels would quantize the activations as well, which this module
+//! avoids for ranking accuracy.) [`on_device`] says which mode a device runs.
 
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 
 use super::encoder::Kernels;
@@ -43,10 +51,12 @@ impl Precision {
         }
     }
 
-    /// What `/health.model.dtype` reports: the projections' arithmetic on `kernels`.
-    pub fn dtype_name(self, kernels: Kernels) -> &'static str {
+    /// What `/health.model.dtype` reports: the projections' arithmetic on `kernels` and `device`.
+    pub fn dtype_name(self, kernels: Kernels, device: &Device) -> &'static str {
         match (self, kernels) {
             (Self::F32, _) => "float32",
+            (Self::Bf16, _) if device.is_cuda() => "bfloat16 (cuBLAS, float32 accumulation)",
+            (Self::F16, _) if device.is_cuda() => "float16 (cuBLAS, float32 accumulation)",
             (Self::Bf16, Kernels::OneDnn) => "bfloat16 (float32 accumulation)",
             (Self::Int8, Kernels::OneDnn) => {
                 "int8 (per-channel weights, per-token dynamic u8 activations, int32 accumulation)"
@@ -73,7 +83,7 @@ pub const Q8_BLOCK: usize = 32;
 /// A linear projection in the model's precision. Input and output are f32.
 #[derive(Debug, Clone)]
 pub enum Projection {
-    /// Weights (and the matmul) in f32, bf16 or f16.
+    /// Weights in f32, bf16 or f16; the matmul in f32, or in the weights' dtype on CUDA.
     Float { linear: Linear, dtype: DType },
     /// Q8_0 weights, dequantized per forward pass into an f32 GEMM (weight-only int8: the
     /// activations are not quantized, which keeps near-tied rankings intact).
@@ -127,6 +137,11 @@ impl Module for Projection {
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::Float { linear, dtype } if *dtype == DType::F32 => linear.forward(xs),
+            // On CUDA, cuBLAS runs bf16/f16 natively (f32 accumulation): round the input, keep
+            // the f32 residual stream around it.
+            Self::Float { linear, dtype } if xs.device().is_cuda() => {
+                linear.forward(&xs.to_dtype(*dtype)?)?.to_dtype(DType::F32)
+            }
             // Weight-only: bf16/f16 storage, f32 arithmetic (candle's CPU bf16/f16 GEMMs are
             // slower than f32, and rounding activations too costs ranking accuracy).
             Self::Float { linear, .. } => {
@@ -146,6 +161,47 @@ impl Module for Projection {
 /// inner dimensions that are multiples of [`Q8_BLOCK`]).
 pub fn supports(precision: Precision, inner_dims: &[usize]) -> bool {
     precision != Precision::Int8 || inner_dims.iter().all(|d| d % Q8_BLOCK == 0)
+}
+
+/// The mode `precision` runs in on `device`, with a warning where that differs. candle 0.11 runs
+/// every mode on the CPU and on CUDA (f16/bf16 through cuBLAS; Q8_0 quantization, dequantization
+/// and row lookup have CUDA kernels), except bf16 on GPUs below compute capability 8.0: cuBLAS
+/// has no bf16 GEMM there and candle's kernels are built without bf16 for them, so those get
+/// f16, the nearest mode (half the weight memory too), and `/health` reports f16.
+pub fn on_device(precision: Precision, device: &Device) -> Precision {
+    match (precision, cuda_compute_capability(device)) {
+        (Precision::Bf16, Some((major, minor))) if major < 8 => {
+            tracing::warn!(
+                requested = precision.name(),
+                compute_capability = %format!("{major}.{minor}"),
+                "bf16 needs a GPU of compute capability 8.0 or newer; running f16"
+            );
+            Precision::F16
+        }
+        _ => precision,
+    }
+}
+
+/// The (major, minor) compute capability of a CUDA `device`; `None` for other devices, and where
+/// the driver cannot say (then nothing is ruled out: candle fails loudly on a missing kernel).
+#[cfg(feature = "cuda")]
+fn cuda_compute_capability(device: &Device) -> Option<(i32, i32)> {
+    let Device::Cuda(cuda) = device else {
+        return None;
+    };
+    match cuda.cuda_stream().context().compute_capability() {
+        Ok(cap) => Some(cap),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the GPU's compute capability");
+            None
+        }
+    }
+}
+
+/// Without the `cuda` feature there is no CUDA device (candle refuses to create one).
+#[cfg(not(feature = "cuda"))]
+fn cuda_compute_capability(_device: &Device) -> Option<(i32, i32)> {
+    None
 }
 
 /// The word-embedding table: f32, or Q8_0 rows in int8 mode.

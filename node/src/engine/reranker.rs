@@ -12,7 +12,7 @@ use super::encoder::{Encoder, Kernels};
 use super::heads::{cosine, raw_score, ClassifierHead, Pooling};
 use super::hf_config::{HfConfig, PoolingConfig, SentenceBertConfig, TokenizerConfig};
 use super::model_files::{ModelFiles, WeightFiles};
-use super::precision::{supports, Precision};
+use super::precision::{on_device, supports, Precision};
 use super::tokenize::{PairTokenizer, TokenIds, TruncationOptions};
 use super::{EncodedPair, EngineError, ModelInfo, ModelKind, RerankBackend};
 
@@ -33,10 +33,11 @@ pub struct LoadOptions {
     pub device: Device,
     /// Token budget of one forward pass (`MAX_BATCH_TOKENS`).
     pub max_batch_tokens: usize,
-    /// Precision asked for; a mode the model cannot run falls back to f32 with a warning.
+    /// Precision asked for; a mode the model cannot run falls back to f32 with a warning, one
+    /// the device cannot run to its nearest mode (see [`super::precision::on_device`]).
     pub precision: Precision,
     /// Kernels for the transformer layers on a CPU (oneDNN falls back to candle where it
-    /// cannot run the model or the build lacks it).
+    /// cannot run the model or the build lacks it, and on any other device).
     pub kernels: Kernels,
 }
 
@@ -141,12 +142,8 @@ impl CandleReranker {
             );
             Precision::F32
         };
-        let kernels = if opts.device.is_cpu() {
-            opts.kernels
-        } else {
-            Kernels::Candle
-        };
-        let encoder = Encoder::load(encoder_vb.clone(), &cfg, precision, kernels)?;
+        let precision = on_device(precision, &opts.device);
+        let encoder = Encoder::load(encoder_vb.clone(), &cfg, precision, opts.kernels)?;
 
         let pooling_cfg: Option<PoolingConfig> =
             files.pooling_config.as_deref().map(read_json).transpose()?;
@@ -190,7 +187,7 @@ impl CandleReranker {
             architecture,
             kind,
             device: device_name(&opts.device),
-            dtype: precision.dtype_name(encoder.kernels()).into(),
+            dtype: precision.dtype_name(encoder.kernels(), &opts.device).into(),
             quantization: precision.name().into(),
             weight_bytes: encoder.weight_bytes(),
             kernels: encoder.kernels_name(),

