@@ -13,7 +13,7 @@ mod common;
 mod device;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use device::test_device;
 use rerank_node::engine::heads::raw_score;
@@ -60,10 +60,6 @@ struct BiCase {
     score: f32,
 }
 
-fn fixtures() -> PathBuf {
-    common::fixtures()
-}
-
 /// Both CPU paths are held to the same reference: candle over padded batches, and (in builds
 /// with oneDNN) oneDNN over packed sequences. On a GPU both choices must come out as candle.
 const KERNELS: &[Kernels] = &[Kernels::Candle, Kernels::OneDnn];
@@ -106,10 +102,11 @@ fn check_cross_encoder(name: &str) {
 }
 
 fn check_cross_encoder_on(name: &str, kernels: Kernels) {
-    let text = std::fs::read_to_string(fixtures().join("parity.json")).expect("parity.json");
+    let text =
+        std::fs::read_to_string(common::fixtures().join("parity.json")).expect("parity.json");
     let fixture: ParityFixture = serde_json::from_str(&text).expect("parity.json parses");
     let model = &fixture.models[name];
-    let backend = load(&fixtures().join(name), kernels);
+    let backend = load(&common::fixtures().join(name), kernels);
     assert_eq!(
         backend.info().max_input_length,
         model.max_length,
@@ -176,7 +173,7 @@ fn xlm_roberta_cross_encoder_matches_transformers() {
 
 #[test]
 fn over_long_input_without_truncation_is_rejected() {
-    let backend = load(&fixtures().join("xlmr-ce"), Kernels::Candle);
+    let backend = load(&common::fixtures().join("xlmr-ce"), Kernels::Candle);
     let opts = TruncationOptions {
         truncate: false,
         ..TruncationOptions::default()
@@ -195,7 +192,7 @@ fn over_long_input_without_truncation_is_rejected() {
 fn unsupported_architecture_names_the_supported_ones() {
     let dir = std::env::temp_dir().join(format!("rerank-unsupported-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let src = fixtures().join("bert-ce");
+    let src = common::fixtures().join("bert-ce");
     for f in ["tokenizer.json", "model.safetensors"] {
         std::fs::copy(src.join(f), dir.join(f)).expect("copy");
     }
@@ -232,7 +229,8 @@ fn minilm_bi_encoder_matches_sentence_transformers() {
     let Some(dir) = common::minilm_dir() else {
         return;
     };
-    let text = std::fs::read_to_string(fixtures().join("minilm_bi_encoder.json")).expect("fixture");
+    let text = std::fs::read_to_string(common::fixtures().join("minilm_bi_encoder.json"))
+        .expect("fixture");
     let fixture: BiEncoderFixture = serde_json::from_str(&text).expect("parses");
     for &kernels in KERNELS {
         check_bi_encoder(&dir, &fixture, kernels);

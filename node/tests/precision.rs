@@ -9,7 +9,7 @@ mod common;
 #[path = "common/device.rs"]
 mod device;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use device::test_device;
 use rerank_node::engine::{
@@ -33,10 +33,6 @@ struct Cases {
 struct Case {
     query: String,
     document: String,
-}
-
-fn fixtures() -> PathBuf {
-    common::fixtures()
 }
 
 /// Every mode is checked on both CPU paths (oneDNN only in builds with oneDNN; elsewhere
@@ -114,7 +110,8 @@ fn check(dir: &Path, pairs: &[(String, String)], kernels: Kernels) -> Vec<String
 
 #[test]
 fn every_mode_loads_every_fixture_architecture() {
-    let text = std::fs::read_to_string(fixtures().join("parity.json")).expect("parity.json");
+    let text =
+        std::fs::read_to_string(common::fixtures().join("parity.json")).expect("parity.json");
     let fixture: Fixture = serde_json::from_str(&text).expect("parses");
     let mut failures = Vec::new();
     for (name, model) in &fixture.models {
@@ -130,7 +127,7 @@ fn every_mode_loads_every_fixture_architecture() {
                     .map(|d| (q.query.clone(), d.document.clone()))
             })
             .collect();
-        let dir = fixtures().join(name);
+        let dir = common::fixtures().join(name);
         for &kernels in KERNELS {
             failures.extend(check(&dir, &pairs, kernels));
         }
@@ -159,7 +156,8 @@ fn every_mode_ranks_minilm_like_f32() {
     let Some(dir) = common::minilm_dir() else {
         return;
     };
-    let text = std::fs::read_to_string(fixtures().join("minilm_bi_encoder.json")).expect("fixture");
+    let text = std::fs::read_to_string(common::fixtures().join("minilm_bi_encoder.json"))
+        .expect("fixture");
     let value: serde_json::Value = serde_json::from_str(&text).expect("parses");
     let pairs: Vec<(String, String)> = value["cases"]
         .as_array()

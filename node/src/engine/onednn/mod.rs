@@ -54,8 +54,7 @@ struct Projection {
 }
 
 impl Projection {
-    /// `int8_max`: the largest int8 weight magnitude the CPU's int8 kernels sum without
-    /// overflow (127 with VNNI, 63 without; see [`ffi::int8_has_vnni`]).
+    /// `int8_max`: [`int8_weight_limit`], kept to by int8 weights.
     fn new(
         w: &(Tensor, Tensor),
         precision: Precision,
@@ -102,6 +101,16 @@ impl Projection {
     /// Weights plus the f32 bias (kept in the oneDNN handle or beside it).
     fn weight_bytes(&self) -> usize {
         self.gemm.weight_bytes() + self.gemm.outputs() * 4
+    }
+}
+
+/// The largest int8 weight magnitude this CPU's int8 kernels sum without overflow: 127 with
+/// VNNI, 63 without (see [`ffi::int8_has_vnni`]).
+fn int8_weight_limit() -> i8 {
+    if ffi::int8_has_vnni() {
+        127
+    } else {
+        63
     }
 }
 
@@ -176,8 +185,13 @@ impl PackedLayers {
         let hidden = first.qkv.0.dim(1)?;
         let ctx = Ctx::new(first.heads, hidden / first.heads, first.eps as f32)?;
         let fused = precision != Precision::Int8;
-        let vnni = ffi::int8_has_vnni();
-        let int8_max = if vnni { 127.0 } else { 63.0 };
+        let int8_limit = int8_weight_limit();
+        let int8_max = f32::from(int8_limit);
+        // The sublayers that end in the residual add it in the GEMM where oneDNN fuses it.
+        let residual = Epilogue {
+            accumulate: fused,
+            ..Default::default()
+        };
         let layers = weights
             .iter()
             .map(|w| {
@@ -186,15 +200,7 @@ impl PackedLayers {
                 };
                 Ok(Layer {
                     qkv: Projection::new(&w.qkv, precision, Epilogue::default(), int8_max)?,
-                    attn_out: Projection::new(
-                        &w.attn_out,
-                        precision,
-                        Epilogue {
-                            accumulate: fused,
-                            ..Default::default()
-                        },
-                        int8_max,
-                    )?,
+                    attn_out: Projection::new(&w.attn_out, precision, residual, int8_max)?,
                     attn_norm: norm(&w.attn_norm)?,
                     ff_in: Projection::new(
                         &w.ff_in,
@@ -206,15 +212,7 @@ impl PackedLayers {
                         },
                         int8_max,
                     )?,
-                    ff_out: Projection::new(
-                        &w.ff_out,
-                        precision,
-                        Epilogue {
-                            accumulate: fused,
-                            ..Default::default()
-                        },
-                        int8_max,
-                    )?,
+                    ff_out: Projection::new(&w.ff_out, precision, residual, int8_max)?,
                     ff_norm: norm(&w.ff_norm)?,
                     hidden,
                     intermediate: w.ff_in.0.dim(0)?,
@@ -225,7 +223,7 @@ impl PackedLayers {
             .first()
             .map(|l| l.qkv.gemm.implementation())
             .unwrap_or_default();
-        if precision == Precision::Int8 && !vnni {
+        if precision == Precision::Int8 && int8_limit < 127 {
             implementation.push_str(", 7-bit weights: no VNNI");
         }
         let weight_bytes = layers
@@ -389,7 +387,7 @@ mod tests {
         // The worst case for the u8 × s8 kernels: every activation 255, every weight at the
         // largest magnitude this CPU's kernels are given. A saturating int16 pair sum (AVX2
         // without VNNI at 127) would come out far below the exact total.
-        let max = if ffi::int8_has_vnni() { 127i8 } else { 63 };
+        let max = int8_weight_limit();
         let (n, k) = (2usize, 64usize);
         let weights: Vec<i8> = (0..n * k).map(|i| if i < k { max } else { -max }).collect();
         let gemm = Gemm::int8(&weights, n, k, &[1.0, 1.0]).expect("gemm");
