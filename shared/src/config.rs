@@ -116,6 +116,12 @@ pub struct NodeConfig {
     pub max_parallel_requests: usize,
     /// Requests waiting for admission beyond which a node answers 429.
     pub max_queued_requests: usize,
+    /// Tokens admitted and not yet scored (running and waiting requests together) beyond which
+    /// a node answers 429; a single request over the whole budget gets 413.
+    pub max_queued_tokens: usize,
+    /// Deadline of one request on the node: past it, its remaining forward passes are dropped
+    /// and the client gets 503.
+    pub request_timeout_ms: u64,
     /// Entries of the in-process score cache (0 disables it).
     pub local_cache_size: u64,
     /// Lifetime of an in-process cache entry, in seconds.
@@ -129,6 +135,10 @@ pub struct NodeConfig {
     pub max_client_batch_size: usize,
     /// Largest request body accepted, in bytes.
     pub payload_limit: usize,
+    /// Time a client has to send a request's head, and then its whole body (408 beyond).
+    pub http_read_timeout_ms: u64,
+    /// Open client connections per HTTP worker; further connections wait in the listen backlog.
+    pub max_connections: usize,
     pub redis_enabled: bool,
     pub redis_url: String,
     pub redis_ttl_seconds: u64,
@@ -143,6 +153,9 @@ pub struct NodeConfig {
     pub node_url: Option<String>,
     /// Bearer token that enables the admin endpoints.
     pub admin_token: Option<String>,
+    /// Shared secret that signs this node's Redis registration; coordinators accept only
+    /// registrations signed with their own `CLUSTER_SECRET`. Unset: the node does not register.
+    pub cluster_secret: Option<String>,
     pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
@@ -162,6 +175,8 @@ impl Default for NodeConfig {
             enable_mixed_precision: false,
             max_parallel_requests: 8,
             max_queued_requests: 64,
+            max_queued_tokens: 524_288,
+            request_timeout_ms: 60_000,
             local_cache_size: 100_000,
             local_cache_ttl_seconds: 3600,
             micro_batch_enabled: false,
@@ -170,6 +185,8 @@ impl Default for NodeConfig {
             max_batch_tokens: 16384,
             max_client_batch_size: 1000,
             payload_limit: 2_000_000,
+            http_read_timeout_ms: 10_000,
+            max_connections: 2048,
             redis_enabled: false,
             redis_url: "redis://localhost:6379/0".into(),
             redis_ttl_seconds: 600,
@@ -178,6 +195,7 @@ impl Default for NodeConfig {
             node_id: None,
             node_url: None,
             admin_token: None,
+            cluster_secret: None,
             otel_exporter_otlp_endpoint: None,
         }
     }
@@ -208,6 +226,8 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "ENABLE_MIXED_PRECISION",
     "MAX_PARALLEL_REQUESTS",
     "MAX_QUEUED_REQUESTS",
+    "MAX_QUEUED_TOKENS",
+    "REQUEST_TIMEOUT_MS",
     "LOCAL_CACHE_SIZE",
     "LOCAL_CACHE_TTL_SECONDS",
     "MICRO_BATCH_ENABLED",
@@ -216,6 +236,8 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "MAX_BATCH_TOKENS",
     "MAX_CLIENT_BATCH_SIZE",
     "PAYLOAD_LIMIT",
+    "HTTP_READ_TIMEOUT_MS",
+    "MAX_CONNECTIONS",
     "REDIS_ENABLED",
     "REDIS_URL",
     "REDIS_TTL_SECONDS",
@@ -224,6 +246,7 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "NODE_ID",
     "NODE_URL",
     "ADMIN_TOKEN",
+    "CLUSTER_SECRET",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
@@ -287,7 +310,11 @@ impl NodeConfig {
     /// A copy safe to print: secrets masked.
     pub fn masked(&self) -> Self {
         let mut copy = self.clone();
-        mask_secrets(&mut copy.admin_token, &mut copy.redis_url);
+        mask_secrets(
+            &mut copy.admin_token,
+            &mut copy.cluster_secret,
+            &mut copy.redis_url,
+        );
         copy
     }
 }
@@ -381,7 +408,14 @@ pub struct CoordinatorConfig {
     /// Watch Redis for nodes that register themselves.
     pub redis_enabled: bool,
     pub redis_url: String,
+    /// Shared secret that node registrations in Redis must be signed with; unset: registrations
+    /// in Redis are ignored (static and admin-added nodes only).
+    pub cluster_secret: Option<String>,
     pub payload_limit: usize,
+    /// Time a client has to send a request's head, and then its whole body (408 beyond).
+    pub http_read_timeout_ms: u64,
+    /// Open client connections per HTTP worker.
+    pub max_connections: usize,
     pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
@@ -402,7 +436,10 @@ impl Default for CoordinatorConfig {
             admin_token: None,
             redis_enabled: false,
             redis_url: "redis://localhost:6379/0".into(),
+            cluster_secret: None,
             payload_limit: 2_000_000,
+            http_read_timeout_ms: 10_000,
+            max_connections: 2048,
             otel_exporter_otlp_endpoint: None,
         }
     }
@@ -424,7 +461,10 @@ pub const COORDINATOR_ENV_KEYS: &[&str] = &[
     "ADMIN_TOKEN",
     "REDIS_ENABLED",
     "REDIS_URL",
+    "CLUSTER_SECRET",
     "PAYLOAD_LIMIT",
+    "HTTP_READ_TIMEOUT_MS",
+    "MAX_CONNECTIONS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
@@ -470,7 +510,11 @@ impl CoordinatorConfig {
     /// A copy safe to print: secrets masked.
     pub fn masked(&self) -> Self {
         let mut copy = self.clone();
-        mask_secrets(&mut copy.admin_token, &mut copy.redis_url);
+        mask_secrets(
+            &mut copy.admin_token,
+            &mut copy.cluster_secret,
+            &mut copy.redis_url,
+        );
         copy
     }
 }
@@ -483,9 +527,15 @@ pub enum ModelChoice {
 }
 
 /// Masks the secrets both configurations carry: the admin token and a Redis URL password.
-fn mask_secrets(admin_token: &mut Option<String>, redis_url: &mut String) {
-    if admin_token.is_some() {
-        *admin_token = Some("***".into());
+fn mask_secrets(
+    admin_token: &mut Option<String>,
+    cluster_secret: &mut Option<String>,
+    redis_url: &mut String,
+) {
+    for secret in [admin_token, cluster_secret] {
+        if secret.is_some() {
+            *secret = Some("***".into());
+        }
     }
     *redis_url = mask_url_password(redis_url);
 }
