@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 use rerank_shared::telemetry::{render, seconds_buckets, HttpMetrics};
 
@@ -20,12 +21,16 @@ pub struct NodeMetrics {
     pub tokens_computed: IntCounter,
     /// Time a pair waited from arrival at the batcher to its forward pass.
     pub queue_time: Histogram,
-    /// Time spent in forward passes per scoring message.
+    /// Time of each forward pass.
     pub inference_time: Histogram,
     /// Time spent tokenizing a request.
     pub tokenization_time: Histogram,
-    /// Requests refused with 429 by admission control.
+    /// Requests refused by admission control (429 by count or tokens, 413 over the budget).
     pub requests_rejected: IntCounter,
+    /// Requests that passed `REQUEST_TIMEOUT_MS` (their remaining work dropped).
+    pub requests_timed_out: IntCounter,
+    /// Tokens admitted and not yet scored (against `MAX_QUEUED_TOKENS`).
+    pub queued_tokens: IntGauge,
     /// Pairs answered from the in-process cache.
     pub local_cache_hits: IntCounter,
     /// Distinct pairs missing from the in-process cache.
@@ -34,11 +39,11 @@ pub struct NodeMetrics {
     pub dedup_hits: IntCounter,
     /// Pairs dropped before computing because their clients went away.
     pub pairs_dropped: IntCounter,
-    /// Requests per batcher flush.
+    /// Requests per forward pass.
     pub batch_requests: Histogram,
-    /// Distinct pairs per batcher flush.
+    /// Distinct pairs per forward pass.
     pub batch_pairs: Histogram,
-    /// Tokens per batcher flush.
+    /// Tokens per forward pass.
     pub batch_tokens: Histogram,
     /// Pairs found in Redis.
     pub redis_hits: IntCounter,
@@ -76,7 +81,7 @@ impl NodeMetrics {
             "rerank_queue_seconds",
             "Wait from batcher arrival to forward pass",
         )?;
-        let inference_time = histogram("rerank_inference_seconds", "Forward-pass time per flush")?;
+        let inference_time = histogram("rerank_inference_seconds", "Time per forward pass")?;
         let tokenization_time = histogram(
             "rerank_tokenization_seconds",
             "Tokenization time per request",
@@ -84,8 +89,17 @@ impl NodeMetrics {
         let counter = |name: &str, help: &str| IntCounter::new(name, help);
         let requests_rejected = counter(
             "rerank_requests_rejected_total",
-            "Requests refused with 429",
+            "Requests refused by admission (429 by count or tokens, 413 over the token budget)",
         )?;
+        let requests_timed_out = counter(
+            "rerank_requests_timed_out_total",
+            "Requests past REQUEST_TIMEOUT_MS, their remaining work dropped",
+        )?;
+        let queued_tokens = IntGauge::new(
+            "rerank_queued_tokens",
+            "Tokens admitted and not yet scored (MAX_QUEUED_TOKENS bounds them)",
+        )?;
+        registry.register(Box::new(queued_tokens.clone()))?;
         let local_cache_hits = counter(
             "rerank_cache_hits_total",
             "Pairs answered from the local cache",
@@ -107,21 +121,22 @@ impl NodeMetrics {
         };
         let batch_requests = sized(
             "rerank_batch_requests",
-            "Requests per batcher flush",
+            "Requests per forward pass",
             exponential_buckets(1.0, 2.0, 10)?,
         )?;
         let batch_pairs = sized(
             "rerank_batch_pairs",
-            "Distinct pairs per batcher flush",
+            "Distinct pairs per forward pass",
             exponential_buckets(1.0, 2.0, 14)?,
         )?;
         let batch_tokens = sized(
             "rerank_batch_tokens",
-            "Tokens per batcher flush",
+            "Tokens per forward pass",
             exponential_buckets(16.0, 2.0, 16)?,
         )?;
         for c in [
             &requests_rejected,
+            &requests_timed_out,
             &local_cache_hits,
             &local_cache_misses,
             &dedup_hits,
@@ -182,6 +197,8 @@ impl NodeMetrics {
             inference_time,
             tokenization_time,
             requests_rejected,
+            requests_timed_out,
+            queued_tokens,
             local_cache_hits,
             local_cache_misses,
             dedup_hits,

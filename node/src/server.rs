@@ -141,6 +141,8 @@ pub fn start_actors(
         },
         max_parallel_requests: config.max_parallel_requests,
         max_queued_requests: config.max_queued_requests,
+        max_queued_tokens: config.max_queued_tokens,
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
     };
     let stats = Arc::new(BatcherStats::default());
     let batcher = BatcherActor::new(

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::{Actor, Addr, Context, Handler};
+use actix::{Actor, Addr, Context, Handler, ResponseFuture};
 use rerank_node::actors::batcher_actor::{Enqueue, PairOutcome};
 use rerank_node::actors::{BatcherActor, BatcherSettings, BatcherStats, ScorePairs, ScoredPairs};
 use rerank_node::cache::LocalScoreCache;
@@ -15,9 +15,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Scores a pair as its first token id, and records every batch it is sent.
+/// Scores a pair as its first token id, and records every batch it is sent; each forward pass
+/// takes `pass_time` (of tokio's paused clock).
 struct RecordingModel {
     batches: Arc<Mutex<Vec<Vec<u32>>>>,
+    pass_time: Duration,
 }
 
 impl Actor for RecordingModel {
@@ -25,17 +27,23 @@ impl Actor for RecordingModel {
 }
 
 impl Handler<ScorePairs> for RecordingModel {
-    type Result = Result<ScoredPairs, EngineError>;
+    type Result = ResponseFuture<Result<ScoredPairs, EngineError>>;
 
     fn handle(&mut self, msg: ScorePairs, _: &mut Context<Self>) -> Self::Result {
         let ids: Vec<u32> = msg.pairs.iter().map(first_id).collect();
         if let Ok(mut b) = self.batches.lock() {
             b.push(ids.clone());
         }
-        Ok(ScoredPairs {
-            raw_scores: ids.iter().map(|&i| i as f32).collect(),
-            queue_time: Duration::ZERO,
-            inference_time: Duration::from_millis(1),
+        let pass_time = self.pass_time;
+        Box::pin(async move {
+            if !pass_time.is_zero() {
+                tokio::time::sleep(pass_time).await;
+            }
+            Ok(ScoredPairs {
+                raw_scores: ids.iter().map(|&i| i as f32).collect(),
+                queue_time: Duration::ZERO,
+                inference_time: Duration::from_millis(1),
+            })
         })
     }
 }
@@ -80,9 +88,16 @@ fn settings(
 
 impl Harness {
     fn start(settings: BatcherSettings) -> Self {
+        Self::with_pass_time(settings, Duration::ZERO)
+    }
+
+    /// A harness whose model takes `pass_time` per forward pass, so requests can arrive while a
+    /// pass runs.
+    fn with_pass_time(settings: BatcherSettings, pass_time: Duration) -> Self {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let model = RecordingModel {
             batches: batches.clone(),
+            pass_time,
         }
         .start();
         let metrics = Arc::new(NodeMetrics::new().expect("metrics"));
@@ -276,4 +291,108 @@ async fn with_batching_off_each_request_is_its_own_pass() {
         scores(r).await;
     }
     assert_eq!(h.batches(), vec![vec![1], vec![2], vec![3, 4]]);
+}
+
+/// The time of one forward pass in the fairness tests.
+const PASS: Duration = Duration::from_millis(10);
+
+/// A request of `n` pairs of `tokens` tokens each, with ids `first..first + n`.
+async fn big_request(
+    h: &Harness,
+    first: u32,
+    n: u32,
+    tokens: usize,
+    cancel: &CancellationToken,
+) -> Vec<oneshot::Receiver<PairOutcome>> {
+    h.enqueue(
+        (first..first + n).map(|i| pair(i, tokens)).collect(),
+        cancel,
+    )
+    .await
+}
+
+#[actix_web::test]
+async fn a_small_request_waits_at_most_one_pass_behind_a_big_one() {
+    tokio::time::pause();
+    let h = Harness::with_pass_time(settings(true, 50, 32, 100), PASS);
+    let big = big_request(&h, 1000, 50, 10, &CancellationToken::new()).await;
+    let small = h.request(&[1, 2], 10).await; // arrives while the big one's first pass runs
+    assert_eq!(scores(small).await, vec![1.0, 2.0]);
+    let passes = h.batches();
+    assert!(passes.len() >= 2, "{passes:?}");
+    assert!(passes[0].iter().all(|&id| id >= 1000), "{passes:?}");
+    // The small request rode the very next pass.
+    assert!(passes[1].contains(&1) && passes[1].contains(&2));
+    assert_eq!(
+        passes[1].len(),
+        10,
+        "the big one fills the rest of the pass"
+    );
+    assert_eq!(scores(big).await.len(), 50);
+    assert!(
+        h.batches().iter().all(|p| p.len() * 10 <= 100),
+        "every pass within the token budget"
+    );
+}
+
+#[actix_web::test]
+async fn every_waiting_request_gets_a_share_of_each_pass() {
+    tokio::time::pause();
+    let h = Harness::with_pass_time(settings(true, 50, 32, 100), PASS);
+    let big = big_request(&h, 1000, 40, 10, &CancellationToken::new()).await;
+    let mut small = Vec::new();
+    for r in 0..5u32 {
+        small.push(h.request(&[10 * r + 1, 10 * r + 2, 10 * r + 3], 10).await);
+    }
+    for s in small {
+        assert_eq!(scores(s).await.len(), 3);
+    }
+    assert_eq!(scores(big).await.len(), 40);
+    // While the big request had pairs left, every pass carried some of them: nothing starves.
+    let passes = h.batches();
+    let mut big_left = 40;
+    for pass in &passes {
+        if big_left > 0 {
+            assert!(pass.iter().any(|&id| id >= 1000), "{passes:?}");
+        }
+        big_left -= pass.iter().filter(|&&id| id >= 1000).count();
+    }
+}
+
+#[actix_web::test]
+async fn a_departed_requests_remaining_passes_are_dropped() {
+    tokio::time::pause();
+    let h = Harness::with_pass_time(settings(true, 50, 32, 100), PASS);
+    let gone = CancellationToken::new();
+    let _big = big_request(&h, 1000, 50, 10, &gone).await;
+    let stays = h.request(&[1], 10).await;
+    gone.cancel();
+    assert_eq!(scores(stays).await, vec![1.0]);
+    let passes = h.batches();
+    assert_eq!(passes.len(), 2, "{passes:?}");
+    assert_eq!(
+        passes[1],
+        vec![1],
+        "nothing more of the departed request was computed"
+    );
+    assert_eq!(h.metrics.pairs_dropped.get(), 40);
+}
+
+#[actix_web::test]
+async fn with_batching_off_requests_take_passes_in_turn() {
+    tokio::time::pause();
+    let h = Harness::with_pass_time(settings(false, 50, 32, 30), PASS);
+    let big = big_request(&h, 1000, 9, 10, &CancellationToken::new()).await;
+    let small = h.request(&[1], 10).await;
+    assert_eq!(scores(small).await, vec![1.0]);
+    assert_eq!(scores(big).await.len(), 9);
+    assert_eq!(
+        h.batches(),
+        vec![
+            vec![1000, 1001, 1002],
+            vec![1],
+            vec![1003, 1004, 1005],
+            vec![1006, 1007, 1008]
+        ]
+    );
 }

@@ -1,19 +1,29 @@
-//! The micro-batcher: gathers the pairs of concurrent requests into forward passes.
+//! The scheduler: turns the pairs of concurrent requests into forward passes, one at a time.
 //!
-//! # When a batch is sent to the model
+//! # One forward pass at a time, drawn fairly
+//! The model thread is sent one forward pass (at most `MAX_BATCH_TOKENS` tokens) and the next
+//! is chosen only when it returns. Each pass is drawn across the waiting requests in turn: every
+//! request in the pass gets an equal share of the token budget first (at least one pair), then
+//! the leftover goes to whoever has more, and the requests served move to the back of the line.
+//! So a small request that arrives while a big one is being scored waits at most about one pass,
+//! however big the other is, and no request starves: each gets its share of every pass it is in.
+//!
+//! # When a pass is sent to the model
 //! - At once when batching is off (one request per forward pass), when `max_requests` requests
 //!   are waiting, or when their tokens reach `max_tokens`.
 //! - At once for a lone request: the model is idle, nothing else waits, and no other request
 //!   arrived within the last window — under low load nobody waits for company that is not coming.
 //! - Otherwise when the oldest waiting request has waited one window.
-//! - While the model is busy, requests accumulate; when it finishes they go at once (they have
-//!   already waited a forward pass). So the window bounds the wait only while the model is idle.
+//! - While the model is busy, requests accumulate; when a pass returns, the next goes at once
+//!   (they have already waited a forward pass). So the window bounds the wait only while the
+//!   model is idle.
 //!
 //! # Dedup and cancellation
 //! Every pair is tracked by its key from arrival until its score is out: a pair that arrives
 //! while an identical one waits or computes joins it (within a request or across requests) and
-//! gets the same result. A waiter whose request was cancelled (client gone) is dropped at flush
-//! time, and a pair nobody waits for any more is not computed.
+//! gets the same result. A request whose client left (its cancellation token fired, or it
+//! stopped listening) has its remaining pairs dropped before the next pass, except those another
+//! request still waits for; `rerank_pairs_dropped_total` counts them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,10 +51,9 @@ pub struct BatcherSettings {
     pub enabled: bool,
     /// `MICRO_BATCH_WINDOW_MS`: the longest a request waits for company while the model is idle.
     pub window: Duration,
-    /// `MICRO_BATCH_MAX_SIZE`: requests per flush.
+    /// `MICRO_BATCH_MAX_SIZE`: requests per forward pass.
     pub max_requests: usize,
-    /// `MAX_BATCH_TOKENS`: tokens per flush (the engine splits a flush into forward passes of
-    /// the same budget).
+    /// `MAX_BATCH_TOKENS`: tokens per forward pass.
     pub max_tokens: usize,
 }
 
@@ -55,7 +64,7 @@ pub struct ScoredPair {
     pub tokens: u32,
     /// From arrival at the batcher to the start of its forward pass.
     pub queue_time: Duration,
-    /// The forward passes of its flush.
+    /// Its forward pass.
     pub inference_time: Duration,
 }
 
@@ -76,8 +85,8 @@ pub struct Enqueue {
     pub items: Vec<(PairKey, EncodedPair)>,
     /// Cancelled when the requesting client is gone.
     pub cancel: CancellationToken,
-    /// The requester's span; the forward pass that computes its pairs is traced under the
-    /// span of the flush's first request.
+    /// The requester's span; a forward pass is traced under the span of the first request
+    /// it serves.
     pub span: tracing::Span,
 }
 
@@ -89,14 +98,15 @@ impl Message for Enqueue {
 #[derive(Debug, Default)]
 pub struct BatcherStats {
     pub total_requests: AtomicU64,
+    /// Forward passes sent to the model.
     pub total_batches: AtomicU64,
-    /// Requests summed over all flushes (for the average batch size).
+    /// Requests summed over all passes (for the average batch size).
     pub batched_requests: AtomicU64,
     pub pending_requests: AtomicU64,
 }
 
 impl BatcherStats {
-    /// Mean requests per flush.
+    /// Mean requests per forward pass.
     pub fn avg_batch_size(&self) -> f64 {
         let batches = self.total_batches.load(Ordering::Relaxed);
         if batches == 0 {
@@ -125,11 +135,32 @@ struct Entry {
     waiters: Vec<Waiter>,
 }
 
-struct QueuedRequest {
-    keys: Vec<PairKey>,
-    tokens: usize,
+/// A request's pairs not yet sent to the model, in its order.
+struct PendingRequest {
+    keys: VecDeque<PairKey>,
     arrived: Instant,
     span: tracing::Span,
+    cancel: CancellationToken,
+    /// The last pass that carried some of its pairs.
+    served_in: Option<u64>,
+}
+
+/// What one forward pass carries.
+#[derive(Default)]
+struct Pass {
+    keys: Vec<PairKey>,
+    pairs: Vec<EncodedPair>,
+    tokens: usize,
+    requests: usize,
+    span: Option<tracing::Span>,
+}
+
+impl Pass {
+    fn push(&mut self, key: PairKey, pair: EncodedPair) {
+        self.tokens += pair.token_count();
+        self.keys.push(key);
+        self.pairs.push(pair);
+    }
 }
 
 /// See the module docs.
@@ -140,8 +171,11 @@ pub struct BatcherActor {
     metrics: Arc<NodeMetrics>,
     stats: Arc<BatcherStats>,
     entries: HashMap<PairKey, Entry>,
-    queue: VecDeque<QueuedRequest>,
+    /// Requests with pairs still to send, in the order they are served next.
+    queue: VecDeque<PendingRequest>,
     pending_tokens: usize,
+    /// Forward passes drawn so far (the id of the last one).
+    passes: u64,
     busy: bool,
     last_arrival: Option<Instant>,
     timer: Option<SpawnHandle>,
@@ -165,18 +199,16 @@ impl BatcherActor {
             entries: HashMap::new(),
             queue: VecDeque::new(),
             pending_tokens: 0,
+            passes: 0,
             busy: false,
             last_arrival: None,
             timer: None,
         }
     }
 
-    fn should_flush_now(&self, lone: bool) -> bool {
+    fn should_send_now(&self, lone: bool) -> bool {
         let s = &self.settings;
-        let waited_window = self
-            .queue
-            .front()
-            .is_some_and(|r| r.arrived.elapsed() >= s.window);
+        let waited_window = self.queue.iter().any(|r| r.arrived.elapsed() >= s.window);
         !s.enabled
             || lone
             || self.queue.len() >= s.max_requests
@@ -188,13 +220,15 @@ impl BatcherActor {
         if self.busy || self.queue.is_empty() {
             return;
         }
-        if self.should_flush_now(lone) {
-            self.flush(ctx);
+        if self.should_send_now(lone) {
+            self.send_next_pass(ctx);
         } else if self.timer.is_none() {
             let waited = self
                 .queue
-                .front()
-                .map_or(Duration::ZERO, |r| r.arrived.elapsed());
+                .iter()
+                .map(|r| r.arrived.elapsed())
+                .max()
+                .unwrap_or(Duration::ZERO);
             let wait = self.settings.window.saturating_sub(waited);
             self.timer = Some(ctx.run_later(wait, |act, ctx| {
                 act.timer = None;
@@ -203,88 +237,173 @@ impl BatcherActor {
         }
     }
 
-    /// Takes the requests of the next flush off the queue.
-    fn take_flush(&mut self) -> Vec<QueuedRequest> {
-        let mut taken = Vec::new();
-        let mut tokens = 0;
-        while let Some(next) = self.queue.front() {
-            let limit = if self.settings.enabled {
-                self.settings.max_requests
-            } else {
-                1
-            };
-            let over_budget = !taken.is_empty() && tokens + next.tokens > self.settings.max_tokens;
-            if taken.len() >= limit || over_budget {
-                break;
-            }
-            tokens += next.tokens;
-            if let Some(request) = self.queue.pop_front() {
-                taken.push(request);
-            }
+    /// Drops the keys nobody waits for any more from the requests whose clients left; removes
+    /// requests with nothing left to send.
+    fn drop_departed(&mut self) {
+        let entries = &mut self.entries;
+        let metrics = &self.metrics;
+        let mut freed = 0;
+        for request in self.queue.iter_mut().filter(|r| r.cancel.is_cancelled()) {
+            request.keys.retain(|key| {
+                let Some(entry) = entries.get_mut(key) else {
+                    return false;
+                };
+                entry.waiters.retain(|w| !w.is_gone());
+                if !entry.waiters.is_empty() {
+                    return true; // another request shares this pair
+                }
+                if let Some(pair) = entries.remove(key).and_then(|e| e.pair) {
+                    freed += pair.token_count();
+                }
+                metrics.pairs_dropped.inc();
+                false
+            });
         }
-        self.pending_tokens = self.pending_tokens.saturating_sub(tokens);
-        taken
+        self.pending_tokens = self.pending_tokens.saturating_sub(freed);
+        self.queue.retain(|r| !r.keys.is_empty());
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
+    /// Takes the next pair of the `index`-th waiting request if it fits: within `share` for the
+    /// request (its first pair always does) and within the pass's budget (the pass's first pair
+    /// always does). Pairs nobody waits for are dropped on the way. `false` when nothing more
+    /// of this request fits.
+    fn take_next(
+        &mut self,
+        index: usize,
+        share: usize,
+        taken: &mut usize,
+        pass: &mut Pass,
+    ) -> bool {
+        let budget = self.settings.max_tokens;
+        loop {
+            let Some(request) = self.queue.get_mut(index) else {
+                return false;
+            };
+            let Some(&key) = request.keys.front() else {
+                return false;
+            };
+            let Some(entry) = self.entries.get_mut(&key) else {
+                request.keys.pop_front();
+                continue;
+            };
+            entry.waiters.retain(|w| !w.is_gone());
+            let tokens = entry.pair.as_ref().map_or(0, EncodedPair::token_count);
+            if entry.waiters.is_empty() {
+                self.entries.remove(&key);
+                self.metrics.pairs_dropped.inc();
+                request.keys.pop_front();
+                self.pending_tokens = self.pending_tokens.saturating_sub(tokens);
+                continue;
+            }
+            let over_share = *taken > 0 && *taken + tokens > share;
+            let over_budget = !pass.keys.is_empty() && pass.tokens + tokens > budget;
+            if over_share || over_budget {
+                return false;
+            }
+            request.keys.pop_front();
+            self.pending_tokens = self.pending_tokens.saturating_sub(tokens);
+            if let Some(pair) = entry.pair.take() {
+                *taken += tokens;
+                pass.push(key, pair);
+            }
+            return true;
+        }
+    }
+
+    /// Draws the next forward pass across the waiting requests (see the module docs).
+    fn take_pass(&mut self) -> Pass {
+        // The requests the last pass served go behind those that waited meanwhile — including
+        // any that arrived during it, so a newcomer's turn comes with the very next pass.
+        for _ in 0..self.queue.len() {
+            match self.queue.front() {
+                Some(r) if r.served_in == Some(self.passes) => {
+                    if let Some(r) = self.queue.pop_front() {
+                        self.queue.push_back(r);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.drop_departed();
+        self.passes += 1;
+        let limit = if self.settings.enabled {
+            self.settings.max_requests.max(1)
+        } else {
+            1
+        };
+        let served = self.queue.len().min(limit);
+        let mut pass = Pass::default();
+        if served == 0 {
+            return pass;
+        }
+        let share = (self.settings.max_tokens / served).max(1);
+        let mut taken = vec![0usize; served];
+        for (index, taken) in taken.iter_mut().enumerate() {
+            while self.take_next(index, share, taken, &mut pass) {}
+        }
+        // The leftover of the budget, to the same requests in the same order.
+        for (index, taken) in taken.iter_mut().enumerate() {
+            while self.take_next(index, usize::MAX, taken, &mut pass) {}
+        }
+        for (index, &t) in taken.iter().enumerate() {
+            let Some(request) = self.queue.get_mut(index) else {
+                continue;
+            };
+            if t > 0 {
+                request.served_in = Some(self.passes);
+                pass.requests += 1;
+                if pass.span.is_none() {
+                    pass.span = Some(request.span.clone());
+                }
+            }
+        }
+        self.queue.retain(|r| !r.keys.is_empty());
+        pass
+    }
+
+    fn send_next_pass(&mut self, ctx: &mut Context<Self>) {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
         }
         loop {
-            let requests = self.take_flush();
-            if requests.is_empty() {
-                break;
-            }
-            let started = Instant::now();
-            let mut keys = Vec::new();
-            let mut pairs = Vec::new();
-            for key in requests.iter().flat_map(|r| r.keys.iter()) {
-                let Some(entry) = self.entries.get_mut(key) else {
-                    continue;
-                };
-                entry.waiters.retain(|w| !w.is_gone());
-                if entry.waiters.is_empty() {
-                    self.entries.remove(key);
-                    self.metrics.pairs_dropped.inc();
-                    continue;
-                }
-                if let Some(pair) = entry.pair.take() {
-                    keys.push(*key);
-                    pairs.push(pair);
-                }
-            }
+            let pass = self.take_pass();
             self.stats
                 .pending_requests
                 .store(self.queue.len() as u64, Ordering::Relaxed);
-            if pairs.is_empty() {
-                continue; // every waiter of this flush left; try the next requests
+            if pass.keys.is_empty() {
+                if self.queue.is_empty() {
+                    return;
+                }
+                continue; // every pair drawn had lost its waiters; draw again
             }
-            let pair_tokens: Vec<u32> = pairs
+            let started = Instant::now();
+            let pair_tokens: Vec<u32> = pass
+                .pairs
                 .iter()
                 .map(|p| u32::try_from(p.token_count()).unwrap_or(u32::MAX))
                 .collect();
-            let tokens: usize = pair_tokens.iter().map(|&t| t as usize).sum();
             self.stats.total_batches.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .batched_requests
-                .fetch_add(requests.len() as u64, Ordering::Relaxed);
-            self.metrics.batch_requests.observe(requests.len() as f64);
-            self.metrics.batch_pairs.observe(pairs.len() as f64);
-            self.metrics.batch_tokens.observe(tokens as f64);
+                .fetch_add(pass.requests as u64, Ordering::Relaxed);
+            self.metrics.batch_requests.observe(pass.requests as f64);
+            self.metrics.batch_pairs.observe(pass.pairs.len() as f64);
+            self.metrics.batch_tokens.observe(pass.tokens as f64);
             self.busy = true;
             let forward_span = tracing::info_span!(
-                parent: &requests[0].span,
+                parent: pass.span.as_ref().and_then(|s| s.id()),
                 "model.forward",
-                batch.requests = requests.len(),
-                batch.pairs = pairs.len(),
-                batch.tokens = tokens,
+                batch.requests = pass.requests,
+                batch.pairs = pass.pairs.len(),
+                batch.tokens = pass.tokens,
             );
+            let keys = pass.keys;
             let send = self.model.send(ScorePairs {
-                pairs,
+                pairs: pass.pairs,
                 enqueued_at: std::time::Instant::now(),
             });
             ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
-                drop(forward_span); // the span covers the model's queue and its forward passes
+                drop(forward_span); // the span covers the model's queue and its forward pass
                 let outcome = match result {
                     Ok(Ok(scored)) => Ok(scored),
                     Ok(Err(e)) => Err(ComputeError::Model(e.to_string())),
@@ -292,9 +411,9 @@ impl BatcherActor {
                 };
                 act.finish(keys, pair_tokens, started, outcome);
                 act.busy = false;
-                // Whatever queued during the forward pass goes now.
+                // Whatever waits goes now: it has waited a forward pass already.
                 if !act.queue.is_empty() {
-                    act.flush(ctx);
+                    act.send_next_pass(ctx);
                 }
             }));
             return;
@@ -387,11 +506,12 @@ impl Handler<Enqueue> for BatcherActor {
         }
         self.stats.total_requests.fetch_add(1, Ordering::Relaxed);
         if !new_keys.is_empty() {
-            self.queue.push_back(QueuedRequest {
-                keys: new_keys,
-                tokens,
+            self.queue.push_back(PendingRequest {
+                keys: new_keys.into(),
                 arrived: now,
                 span: msg.span,
+                cancel: msg.cancel,
+                served_in: None,
             });
             self.pending_tokens += tokens;
         }

@@ -1,10 +1,13 @@
 //! The node's front door: every scoring request and status query from the HTTP layer goes here.
 //!
-//! A request is admitted (or refused with 429), its pairs are keyed and looked up in the local
-//! cache, only the distinct missing ones are tokenized (on the blocking pool) and handed to the
-//! batcher, and the scores come back in request order. The work runs in a future the actor
-//! spawns; the request's cancellation token — cancelled when the HTTP client goes away — ends
-//! the wait early, and the batcher then drops pairs nobody else waits for.
+//! A request is admitted by count (or refused with 429), its pairs are keyed and looked up in
+//! the local cache, only the distinct missing ones are tokenized (on the blocking pool, the
+//! query once, stopping early if the request is cancelled), their tokens are admitted against
+//! `MAX_QUEUED_TOKENS` (429, or 413 for a request over the whole budget), and they go to the
+//! batcher; the scores come back in request order. The work runs in a future the actor spawns
+//! under the request's deadline (`REQUEST_TIMEOUT_MS`); the request's cancellation token —
+//! cancelled when the HTTP client goes away or the deadline passes — ends the wait early, and
+//! the batcher then drops the pairs nobody else waits for.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -20,9 +23,9 @@ use tracing::field::Empty;
 use tracing::{info_span, Instrument};
 
 use super::batcher_actor::{BatcherActor, BatcherSettings, BatcherStats, ComputeError, Enqueue};
-use crate::admission::{Admission, Overloaded};
+use crate::admission::{Admission, Overloaded, TokenBudget, TokensRefused};
 use crate::cache::{CachedScore, LocalScoreCache, SharedScoreCache};
-use crate::engine::{EngineError, RerankBackend, TruncationOptions};
+use crate::engine::{EncodedPair, EngineError, RerankBackend, TruncationOptions};
 use crate::metrics::NodeMetrics;
 
 /// Score `documents` against `query`.
@@ -55,6 +58,15 @@ pub struct RerankOutcome {
 pub enum RerankError {
     #[error(transparent)]
     Overloaded(#[from] Overloaded),
+    /// Admission by work (`MAX_QUEUED_TOKENS`) refused the request's tokens.
+    #[error(transparent)]
+    Tokens(#[from] TokensRefused),
+    /// The request was not finished within `REQUEST_TIMEOUT_MS`; its remaining work was dropped.
+    #[error(
+        "the request did not finish within {}ms (REQUEST_TIMEOUT_MS); its remaining work was \
+         dropped", .0.as_millis()
+    )]
+    DeadlineExceeded(Duration),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -91,6 +103,10 @@ pub struct NodeSettings {
     pub batcher: BatcherSettings,
     pub max_parallel_requests: usize,
     pub max_queued_requests: usize,
+    /// `MAX_QUEUED_TOKENS`: tokens admitted and not yet scored.
+    pub max_queued_tokens: usize,
+    /// `REQUEST_TIMEOUT_MS`: a request's deadline, from its arrival at this actor.
+    pub request_timeout: Duration,
 }
 
 /// Everything a request's future needs, shared with the spawned futures.
@@ -102,6 +118,7 @@ struct Pipeline {
     shared: Option<Arc<SharedScoreCache>>,
     batcher: Addr<BatcherActor>,
     admission: Admission,
+    tokens: TokenBudget,
     metrics: Arc<NodeMetrics>,
 }
 
@@ -137,6 +154,10 @@ impl NodeActor {
                 shared: parts.shared,
                 batcher: parts.batcher,
                 admission,
+                tokens: TokenBudget::new(
+                    settings.max_queued_tokens,
+                    parts.metrics.queued_tokens.clone(),
+                ),
                 metrics: parts.metrics,
             }),
             settings,
@@ -155,13 +176,20 @@ impl Handler<Rerank> for NodeActor {
     fn handle(&mut self, msg: Rerank, _: &mut Context<Self>) -> Self::Result {
         let pipeline = self.pipeline.clone();
         let span = msg.span.clone();
+        let timeout = self.settings.request_timeout;
         Box::pin(
             async move {
                 let cancel = msg.cancel.clone();
-                tokio::select! {
-                    outcome = pipeline.rerank(msg) => outcome,
-                    _ = cancel.cancelled() => Err(RerankError::Cancelled),
-                }
+                let outcome = tokio::select! {
+                    outcome = tokio::time::timeout(timeout, pipeline.rerank(msg)) => outcome,
+                    _ = cancel.cancelled() => return Err(RerankError::Cancelled),
+                };
+                outcome.unwrap_or_else(|_| {
+                    // Whatever of it still waits in the batcher is dropped before the next pass.
+                    cancel.cancel();
+                    pipeline.metrics.requests_timed_out.inc();
+                    Err(RerankError::DeadlineExceeded(timeout))
+                })
             }
             .instrument(span),
         )
@@ -239,6 +267,26 @@ impl Drop for LockRelease {
 }
 
 type Scores = HashMap<PairKey, CachedScore>;
+
+/// Tokenizes `documents` against `query` (the query once), checking `cancel` between documents
+/// so a departed or timed-out request stops costing CPU on the blocking pool.
+fn tokenize(
+    backend: &dyn RerankBackend,
+    query: &str,
+    documents: &[String],
+    opts: &TruncationOptions,
+    cancel: &CancellationToken,
+) -> Result<Vec<EncodedPair>, RerankError> {
+    let prepared = backend.prepare_query(query, opts)?;
+    let mut pairs = Vec::with_capacity(documents.len());
+    for document in documents {
+        if cancel.is_cancelled() {
+            return Err(RerankError::Cancelled);
+        }
+        pairs.push(backend.encode_document(&prepared, document, opts)?);
+    }
+    Ok(pairs)
+}
 
 impl Pipeline {
     async fn rerank(&self, msg: Rerank) -> Result<RerankOutcome, RerankError> {
@@ -414,18 +462,23 @@ impl Pipeline {
         let backend = self.backend.clone();
         let query = msg.query.clone();
         let opts = msg.options;
+        let cancel = msg.cancel.clone();
         let docs: Vec<String> = indices.iter().map(|&i| msg.documents[i].clone()).collect();
-        let pairs = tokio::task::spawn_blocking(move || {
-            let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
-            backend.encode(&query, &docs, &opts)
-        })
-        .instrument(info_span!("tokenize", pairs = indices.len()))
-        .await
-        .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
+        let pairs =
+            tokio::task::spawn_blocking(move || tokenize(&*backend, &query, &docs, &opts, &cancel))
+                .instrument(info_span!("tokenize", pairs = indices.len()))
+                .await
+                .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
         timings.tokenization = tokenize_started.elapsed();
         self.metrics
             .tokenization_time
             .observe(timings.tokenization.as_secs_f64());
+
+        // Admission by work: the reservation is held until these pairs are scored.
+        let tokens: usize = pairs.iter().map(EncodedPair::token_count).sum();
+        let _reservation = self.tokens.reserve(tokens).inspect_err(|_| {
+            self.metrics.requests_rejected.inc();
+        })?;
 
         let items = indices.iter().map(|&i| keys[i]).zip(pairs).collect();
         let receivers = self

@@ -11,6 +11,7 @@ use rerank_shared::api::cohere::CohereError;
 use rerank_shared::api::tei::{ErrorResponse, ErrorType};
 
 use crate::actors::RerankError;
+use crate::admission::TokensRefused;
 use crate::engine::EngineError;
 
 /// Seconds a client is asked to wait after a 429.
@@ -18,7 +19,10 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 fn error_builder(error: &ApiError) -> actix_web::HttpResponseBuilder {
     let mut builder = HttpResponse::build(error.kind.status());
-    if error.kind == ApiErrorKind::Overloaded {
+    if matches!(
+        error.kind,
+        ApiErrorKind::Overloaded | ApiErrorKind::DeadlineExceeded
+    ) {
         builder.insert_header(("retry-after", RETRY_AFTER_SECONDS));
     }
     builder
@@ -41,6 +45,8 @@ pub enum ApiErrorKind {
     Tokenizer,
     /// Admission limits were reached.
     Overloaded,
+    /// The request did not finish within the node's deadline (`REQUEST_TIMEOUT_MS`).
+    DeadlineExceeded,
     /// The model failed.
     Backend,
     /// The node cannot serve.
@@ -58,7 +64,7 @@ impl ApiErrorKind {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Backend => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unhealthy | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             // nginx's "client closed request"; a valid status code, so this cannot fail.
             Self::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
@@ -72,7 +78,7 @@ impl ApiErrorKind {
             Self::Empty => ErrorType::Empty,
             Self::ClientClosed => ErrorType::Validation,
             Self::Tokenizer => ErrorType::Tokenizer,
-            Self::Overloaded => ErrorType::Overloaded,
+            Self::Overloaded | Self::DeadlineExceeded => ErrorType::Overloaded,
             Self::Backend => ErrorType::Backend,
             Self::Unhealthy => ErrorType::Unhealthy,
         }
@@ -113,6 +119,15 @@ impl From<RerankError> for ApiError {
         match e {
             RerankError::Engine(engine) => engine.into(),
             RerankError::Overloaded(o) => Self::new(ApiErrorKind::Overloaded, o.to_string()),
+            RerankError::Tokens(refused @ TokensRefused::Busy { .. }) => {
+                Self::new(ApiErrorKind::Overloaded, refused.to_string())
+            }
+            RerankError::Tokens(refused @ TokensRefused::TooLarge { .. }) => {
+                Self::new(ApiErrorKind::TooLarge, refused.to_string())
+            }
+            RerankError::DeadlineExceeded(_) => {
+                Self::new(ApiErrorKind::DeadlineExceeded, e.to_string())
+            }
             RerankError::Cancelled => Self::new(ApiErrorKind::ClientClosed, e.to_string()),
             RerankError::Compute(_) | RerankError::Internal(_) => {
                 Self::new(ApiErrorKind::Backend, e.to_string())

@@ -34,7 +34,7 @@ pub use encoder::Kernels;
 pub use model_files::{ModelFiles, ModelSource};
 pub use precision::Precision;
 pub use reranker::{CandleReranker, LoadOptions, SUPPORTED_ARCHITECTURES};
-pub use tokenize::{TokenIds, TruncationOptions};
+pub use tokenize::{QueryIds, TokenIds, TruncationOptions};
 
 /// Whether this build and CPU compute bf16 natively (oneDNN kernels on a CPU with AVX512-BF16 or
 /// AMX-BF16): where `ENABLE_MIXED_PRECISION` gains speed rather than only losing accuracy.
@@ -122,20 +122,51 @@ impl EncodedPair {
     }
 }
 
+/// A request's query, tokenized once for all of its documents.
+#[derive(Debug, Clone)]
+pub enum PreparedQuery {
+    /// A cross-encoder's query ids, paired with each document's.
+    Cross(QueryIds),
+    /// A bi-encoder's query input, embedded once per forward pass.
+    Bi(Arc<TokenIds>),
+}
+
 /// A loaded model that can score pairs. Implementations must be usable from several threads:
 /// tokenization runs on request threads, scoring on the model's own thread.
 pub trait RerankBackend: Send + Sync {
     /// The model as loaded.
     fn info(&self) -> &ModelInfo;
 
-    /// Tokenizes `query` against each document, applying truncation options; fails on input
-    /// over the model's length when truncation is off.
+    /// Tokenizes a request's query once; [`Self::encode_document`] pairs it with each document,
+    /// so tokenization costs the request's text once, not query × documents.
+    fn prepare_query(
+        &self,
+        query: &str,
+        opts: &TruncationOptions,
+    ) -> Result<PreparedQuery, EngineError>;
+
+    /// Tokenizes one document against a prepared query, applying truncation options; fails on
+    /// input over the model's length when truncation is off.
+    fn encode_document(
+        &self,
+        query: &PreparedQuery,
+        document: &str,
+        opts: &TruncationOptions,
+    ) -> Result<EncodedPair, EngineError>;
+
+    /// Tokenizes `query` against each document (the query once).
     fn encode(
         &self,
         query: &str,
         documents: &[&str],
         opts: &TruncationOptions,
-    ) -> Result<Vec<EncodedPair>, EngineError>;
+    ) -> Result<Vec<EncodedPair>, EngineError> {
+        let prepared = self.prepare_query(query, opts)?;
+        documents
+            .iter()
+            .map(|doc| self.encode_document(&prepared, doc, opts))
+            .collect()
+    }
 
     /// Raw scores, one per pair, in order: a logit (or log-odds) for cross-encoders, a cosine
     /// similarity for bi-encoders.

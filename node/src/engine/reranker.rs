@@ -14,7 +14,7 @@ use super::hf_config::{HfConfig, PoolingConfig, SentenceBertConfig, TokenizerCon
 use super::model_files::{ModelFiles, WeightFiles};
 use super::precision::{on_device, supports, Precision};
 use super::tokenize::{PairTokenizer, TokenIds, TruncationOptions};
-use super::{EncodedPair, EngineError, ModelInfo, ModelKind, RerankBackend};
+use super::{EncodedPair, EngineError, ModelInfo, ModelKind, PreparedQuery, RerankBackend};
 
 /// Architectures (the `architectures[0]` of `config.json`) this backend loads.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
@@ -325,37 +325,42 @@ impl RerankBackend for CandleReranker {
         &self.info
     }
 
-    fn encode(
+    fn prepare_query(
         &self,
         query: &str,
-        documents: &[&str],
         opts: &TruncationOptions,
-    ) -> Result<Vec<EncodedPair>, EngineError> {
+    ) -> Result<PreparedQuery, EngineError> {
         match self.info.kind {
-            ModelKind::CrossEncoder => documents
-                .iter()
-                .map(|doc| {
-                    Ok(EncodedPair::Cross(
-                        self.tokenizer.encode_pair(query, doc, opts)?,
-                    ))
-                })
-                .collect(),
+            ModelKind::CrossEncoder => Ok(PreparedQuery::Cross(
+                self.tokenizer.encode_query(query, opts)?,
+            )),
             ModelKind::BiEncoder => {
+                // `max_tokens_per_doc` caps documents, never the query.
                 let query_opts = TruncationOptions {
                     max_tokens_per_doc: None,
                     ..*opts
                 };
-                let query = Arc::new(self.tokenizer.encode_text(query, &query_opts)?);
-                documents
-                    .iter()
-                    .map(|doc| {
-                        Ok(EncodedPair::Bi {
-                            query: Arc::clone(&query),
-                            document: self.tokenizer.encode_text(doc, opts)?,
-                        })
-                    })
-                    .collect()
+                Ok(PreparedQuery::Bi(Arc::new(
+                    self.tokenizer.encode_text(query, &query_opts)?,
+                )))
             }
+        }
+    }
+
+    fn encode_document(
+        &self,
+        query: &PreparedQuery,
+        document: &str,
+        opts: &TruncationOptions,
+    ) -> Result<EncodedPair, EngineError> {
+        match query {
+            PreparedQuery::Cross(ids) => Ok(EncodedPair::Cross(
+                self.tokenizer.encode_pair_with(ids, document, opts)?,
+            )),
+            PreparedQuery::Bi(ids) => Ok(EncodedPair::Bi {
+                query: Arc::clone(ids),
+                document: self.tokenizer.encode_text(document, opts)?,
+            }),
         }
     }
 

@@ -5,9 +5,7 @@
 //! `transformers` and sentence-transformers do, and pad per batch in the encoder.
 
 use rerank_shared::api::TruncationDirection;
-use tokenizers::{
-    Tokenizer, TruncationDirection as TkDirection, TruncationParams, TruncationStrategy,
-};
+use tokenizers::{Encoding, PostProcessor, Token, Tokenizer};
 
 use super::EngineError;
 
@@ -51,13 +49,99 @@ impl TokenIds {
     }
 }
 
-/// A tokenizer set up three ways: untruncated (to measure), and truncating from either end.
+/// How many characters one token is allowed to cover when raw text is cut before tokenizing.
+///
+/// A request may carry megabytes of text while the model reads at most `max_length` tokens of it:
+/// when truncation is on, text beyond `max_length × MAX_CHARS_PER_TOKEN` characters (from the
+/// kept end) is cut before the tokenizer sees it, so tokenization costs at most that much per
+/// text. English BPE/WordPiece tokens average ~4 characters; 32 leaves room for long words and
+/// whitespace runs, so the kept tokens are those of the whole text except in pathological input
+/// (tokens averaging over 32 characters), where the cut text is what gets scored.
+pub const MAX_CHARS_PER_TOKEN: usize = 32;
+
+/// A request's query, tokenized once for all of its documents (no special tokens).
+///
+/// Cross-encoder pairs are built from these ids and each document's, the way the tokenizer's own
+/// pair encoding does (it encodes both sides separately, truncates `longest_first` on ids, then
+/// adds the template's special tokens), so a query is never tokenized once per document.
+#[derive(Debug, Clone)]
+pub struct QueryIds {
+    /// The query's ids, cut (from the truncation side) to at most the model's limit: no pair can
+    /// keep more of the query than that.
+    ids: Vec<u32>,
+    /// The query's full length in tokens, which `longest_first` truncation decides by.
+    full_len: usize,
+}
+
+impl QueryIds {
+    /// The query's length in tokens before any cut.
+    pub fn full_len(&self) -> usize {
+        self.full_len
+    }
+}
+
+/// The model's tokenizer without truncation or padding, with the model's length limit.
 pub struct PairTokenizer {
     plain: Tokenizer,
-    truncate_right: Tokenizer,
-    truncate_left: Tokenizer,
     max_length: usize,
     pad_id: u32,
+    /// Special tokens the post-processor adds to a pair, and to a single text.
+    added_pair: usize,
+    added_single: usize,
+}
+
+/// Which end of a sequence truncation keeps.
+fn keep(ids: &[u32], n: usize, direction: TruncationDirection) -> &[u32] {
+    if ids.len() <= n {
+        return ids;
+    }
+    match direction {
+        TruncationDirection::Right => &ids[..n],
+        TruncationDirection::Left => &ids[ids.len() - n..],
+    }
+}
+
+/// `longest_first` truncation of a pair to `budget` ids (special tokens already subtracted),
+/// exactly as the `tokenizers` crate computes it: the kept lengths of (first, second).
+fn longest_first(first: usize, second: usize, budget: usize) -> (usize, usize) {
+    if first + second <= budget {
+        return (first, second);
+    }
+    let swapped = first > second;
+    // Only the shorter side's length decides what the longer one keeps.
+    let mut n1 = first.min(second);
+    let mut n2 = if n1 > budget { n1 } else { n1.max(budget - n1) };
+    if n1 + n2 > budget {
+        n1 = budget / 2;
+        n2 = n1 + budget % 2;
+    }
+    let (a, b) = if swapped { (n2, n1) } else { (n1, n2) };
+    // Truncating to a length at or over a sequence's own never lengthens it.
+    (a.min(first), b.min(second))
+}
+
+/// The last `max_chars` characters' worth of `text` from the end truncation keeps (whole text
+/// when shorter), cut at a character boundary.
+fn char_bounded(text: &str, max_chars: usize, direction: TruncationDirection) -> &str {
+    if text.len() <= max_chars {
+        return text; // bytes ≥ chars, so no cut is needed
+    }
+    match direction {
+        TruncationDirection::Right => match text.char_indices().nth(max_chars) {
+            Some((end, _)) => &text[..end],
+            None => text,
+        },
+        TruncationDirection::Left => {
+            let count = text.chars().count();
+            if count <= max_chars {
+                return text;
+            }
+            match text.char_indices().nth(count - max_chars) {
+                Some((start, _)) => &text[start..],
+                None => text,
+            }
+        }
+    }
 }
 
 impl PairTokenizer {
@@ -76,24 +160,23 @@ impl PairTokenizer {
         tokenizer
             .with_truncation(None)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        let plain = tokenizer;
-        let truncating = |direction| -> Result<Tokenizer, EngineError> {
-            let mut t = plain.clone();
-            t.with_truncation(Some(TruncationParams {
-                max_length,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction,
-            }))
-            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-            Ok(t)
+        let added = |pair: bool| {
+            tokenizer
+                .get_post_processor()
+                .map_or(0, |p| p.added_tokens(pair))
         };
+        let (added_pair, added_single) = (added(true), added(false));
+        if max_length <= added_pair {
+            return Err(EngineError::InvalidModel(format!(
+                "max length {max_length} leaves no room beside {added_pair} special tokens"
+            )));
+        }
         Ok(Self {
-            truncate_right: truncating(TkDirection::Right)?,
-            truncate_left: truncating(TkDirection::Left)?,
-            plain,
+            plain: tokenizer,
             max_length,
             pad_id,
+            added_pair,
+            added_single,
         })
     }
 
@@ -107,15 +190,87 @@ impl PairTokenizer {
         self.pad_id
     }
 
-    /// Encodes a (query, document) pair; `max_tokens_per_doc` caps the document first.
-    pub fn encode_pair(
+    /// The most characters of one text worth tokenizing when at most `tokens` are kept.
+    fn char_bound(tokens: usize) -> usize {
+        tokens.saturating_add(1).saturating_mul(MAX_CHARS_PER_TOKEN)
+    }
+
+    /// Ids of `text` without special tokens; when truncating, the text is first cut to the
+    /// characters `keep_tokens` tokens can cover (see [`MAX_CHARS_PER_TOKEN`]).
+    fn ids_of(
+        &self,
+        text: &str,
+        keep_tokens: usize,
+        opts: &TruncationOptions,
+        direction: TruncationDirection,
+    ) -> Result<Vec<u32>, EngineError> {
+        let text = if opts.truncate {
+            char_bounded(text, Self::char_bound(keep_tokens), direction)
+        } else {
+            text
+        };
+        let encoding = self
+            .plain
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// A document's ids, capped to `max_tokens_per_doc` (its head) when set.
+    fn document_ids(
+        &self,
+        document: &str,
+        opts: &TruncationOptions,
+    ) -> Result<Vec<u32>, EngineError> {
+        match opts.max_tokens_per_doc {
+            Some(cap) => {
+                let capped = TruncationOptions {
+                    truncate: true,
+                    ..*opts
+                };
+                let mut ids = self.ids_of(document, cap, &capped, TruncationDirection::Right)?;
+                ids.truncate(cap);
+                Ok(ids)
+            }
+            None => self.ids_of(document, self.max_length, opts, opts.direction),
+        }
+    }
+
+    /// Tokenizes a request's query once, for [`Self::encode_pair_with`].
+    pub fn encode_query(
         &self,
         query: &str,
+        opts: &TruncationOptions,
+    ) -> Result<QueryIds, EngineError> {
+        let ids = self.ids_of(query, self.max_length, opts, opts.direction)?;
+        let full_len = ids.len();
+        let ids = keep(&ids, self.max_length, opts.direction).to_vec();
+        Ok(QueryIds { ids, full_len })
+    }
+
+    /// Encodes a (query, document) pair from the query's ids: `longest_first` truncation to the
+    /// model's limit on ids, then the tokenizer's own template adds special tokens and token
+    /// types. Fails on a pair over the limit when truncation is off.
+    pub fn encode_pair_with(
+        &self,
+        query: &QueryIds,
         document: &str,
         opts: &TruncationOptions,
     ) -> Result<TokenIds, EngineError> {
-        let document = self.capped(document, opts)?;
-        self.encode_checked(query, Some(document), opts)
+        let doc = self.document_ids(document, opts)?;
+        let total = query.full_len + doc.len() + self.added_pair;
+        if total > self.max_length && !opts.truncate {
+            return Err(EngineError::InputTooLong {
+                given: total,
+                max: self.max_length,
+            });
+        }
+        let budget = self.max_length - self.added_pair;
+        let (n_query, n_doc) = longest_first(query.full_len, doc.len(), budget);
+        self.finish(
+            keep(&query.ids, n_query, opts.direction),
+            Some(keep(&doc, n_doc, opts.direction)),
+        )
     }
 
     /// Encodes one text on its own (a bi-encoder input); `max_tokens_per_doc` caps it too.
@@ -124,73 +279,85 @@ impl PairTokenizer {
         text: &str,
         opts: &TruncationOptions,
     ) -> Result<TokenIds, EngineError> {
-        let text = self.capped(text, opts)?;
-        self.encode_checked(text, None, opts)
-    }
-
-    fn capped<'a>(&self, text: &'a str, opts: &TruncationOptions) -> Result<&'a str, EngineError> {
-        match opts.max_tokens_per_doc {
-            Some(cap) => self.cap_tokens(text, cap),
-            None => Ok(text),
-        }
-    }
-
-    fn encode_checked(
-        &self,
-        first: &str,
-        second: Option<&str>,
-        opts: &TruncationOptions,
-    ) -> Result<TokenIds, EngineError> {
-        let full = self.run(&self.plain, first, second)?;
-        if full.len() <= self.max_length {
-            return Ok(full);
-        }
-        if !opts.truncate {
+        let ids = self.document_ids(text, opts)?;
+        let total = ids.len() + self.added_single;
+        if total > self.max_length && !opts.truncate {
             return Err(EngineError::InputTooLong {
-                given: full.len(),
+                given: total,
                 max: self.max_length,
             });
         }
-        let tokenizer = match opts.direction {
-            TruncationDirection::Right => &self.truncate_right,
-            TruncationDirection::Left => &self.truncate_left,
-        };
-        self.run(tokenizer, first, second)
+        let budget = self.max_length.saturating_sub(self.added_single);
+        self.finish(keep(&ids, budget, opts.direction), None)
     }
 
-    /// The longest prefix of `text` that encodes to at most `cap` tokens (no special tokens).
-    fn cap_tokens<'a>(&self, text: &'a str, cap: usize) -> Result<&'a str, EngineError> {
-        let encoding = self
+    /// Adds the template's special tokens and token types to already-truncated ids.
+    fn finish(&self, first: &[u32], second: Option<&[u32]>) -> Result<TokenIds, EngineError> {
+        let encoding = |ids: &[u32], type_id: u32| {
+            let tokens = ids
+                .iter()
+                .map(|&id| Token::new(id, String::new(), (0, 0)))
+                .collect();
+            Encoding::from_tokens(tokens, type_id)
+        };
+        let processed = self
             .plain
-            .encode(text, false)
+            .post_process(encoding(first, 0), second.map(|s| encoding(s, 1)), true)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        if encoding.len() <= cap {
-            return Ok(text);
+        Ok(TokenIds {
+            ids: processed.get_ids().to_vec(),
+            type_ids: processed.get_type_ids().to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The arithmetic of `tokenizers`' `truncate_encodings` (LongestFirst), written out.
+    fn reference(first: usize, second: usize, max: usize) -> (usize, usize) {
+        if first + second <= max {
+            return (first, second);
         }
-        let end = match cap {
-            0 => 0,
-            n => encoding
-                .get_offsets()
-                .get(n - 1)
-                .map_or(text.len(), |o| o.1),
-        };
-        Ok(text.get(..end).unwrap_or(text))
+        let (mut n1, mut n2) = (first, second);
+        let swap = n1 > n2;
+        if swap {
+            std::mem::swap(&mut n1, &mut n2);
+        }
+        n2 = if n1 > max { n1 } else { n1.max(max - n1) };
+        if n1 + n2 > max {
+            n1 = max / 2;
+            n2 = n1 + max % 2;
+        }
+        if swap {
+            std::mem::swap(&mut n1, &mut n2);
+        }
+        (first.min(n1), second.min(n2))
     }
 
-    fn run(
-        &self,
-        tokenizer: &Tokenizer,
-        first: &str,
-        second: Option<&str>,
-    ) -> Result<TokenIds, EngineError> {
-        let encoding = match second {
-            Some(second) => tokenizer.encode((first, second), true),
-            None => tokenizer.encode(first, true),
+    #[test]
+    fn longest_first_matches_the_tokenizers_crate() {
+        for max in [1, 2, 7, 125, 509] {
+            for first in (0..1200).step_by(7) {
+                for second in (0..1200).step_by(11) {
+                    assert_eq!(
+                        longest_first(first, second, max),
+                        reference(first, second, max),
+                        "first {first}, second {second}, max {max}"
+                    );
+                }
+            }
         }
-        .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(TokenIds {
-            ids: encoding.get_ids().to_vec(),
-            type_ids: encoding.get_type_ids().to_vec(),
-        })
+    }
+
+    #[test]
+    fn char_bounds_keep_the_truncation_side() {
+        assert_eq!(char_bounded("abcdef", 3, TruncationDirection::Right), "abc");
+        assert_eq!(char_bounded("abcdef", 3, TruncationDirection::Left), "def");
+        assert_eq!(char_bounded("ab", 3, TruncationDirection::Left), "ab");
+        // Multi-byte characters are never split.
+        assert_eq!(char_bounded("ééééé", 2, TruncationDirection::Right), "éé");
+        assert_eq!(char_bounded("ééééé", 2, TruncationDirection::Left), "éé");
     }
 }
