@@ -4,18 +4,20 @@
 //!
 //! `RERANK_NODE_BIN` (optional) names the node binary to test instead of this build's, e.g. a
 //! build of an older commit to measure the "before" of these tests: they only talk HTTP and
-//! Redis, and force the interleaving from outside the node (a pacing proxy), so they run
+//! Redis, and force the interleaving from outside the node (a proxy), so they run
 //! unchanged against any build.
 
 mod common;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{free_port, minilm_dir, NodeProcess, RedisProcess};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 const QUERY: &str = "What is the capital of France?";
@@ -83,23 +85,69 @@ async fn dedup_waits(node: &NodeProcess, ended: &str) -> u64 {
         .await
 }
 
-/// A TCP proxy in front of Redis that holds each lock-taking command (`SET … NX`, `EVAL`,
-/// `EVALSHA`) back for `pace` before passing it on, so that two nodes' lock pipelines sent at
-/// the same moment reach Redis one command each in turn: the interleaving the tests need,
-/// forced from outside the node. Stops (with its connections) when dropped.
-struct PacingProxy {
+/// Makes two proxies' next lock-taking commands (`SET … NX`, `EVAL`, `EVALSHA`) alternate: each
+/// side's k-th command goes to Redis only after the other side's (k-1)-th has (or after 5 s,
+/// should the other side have nothing to send). Armed for a number of rounds; idle otherwise.
+#[derive(Default)]
+struct Lockstep {
+    /// Commands each side has passed since the gate was armed, and the rounds armed.
+    state: Mutex<([usize; 2], usize)>,
+    moved: Notify,
+}
+
+/// How long a gated command is given to reach Redis and be run before the other side's next
+/// one may go: two sockets written in turn are not necessarily read by Redis in turn.
+const SETTLE: Duration = Duration::from_millis(50);
+
+impl Lockstep {
+    fn arm(&self, rounds: usize) {
+        *self.state.lock().expect("lock") = ([0, 0], rounds);
+    }
+
+    /// Waits for `side`'s turn; `true` when the command is gated (then call [`Self::went`]).
+    async fn turn(&self, side: usize) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let notified = self.moved.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let (passed, rounds) = *self.state.lock().expect("lock");
+                if passed[side] >= rounds {
+                    return false;
+                }
+                if passed[1 - side] >= passed[side] {
+                    return true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return true;
+            }
+        }
+    }
+
+    fn went(&self, side: usize) {
+        self.state.lock().expect("lock").0[side] += 1;
+        self.moved.notify_waiters();
+    }
+}
+
+/// A TCP proxy in front of Redis, one per node, whose lock-taking commands go through a shared
+/// [`Lockstep`]: two nodes' lock pipelines then reach Redis one command each in turn, the
+/// interleaving forced from outside the node. Stops (with its connections) when dropped.
+struct InterleavingProxy {
     port: u16,
     accept: tokio::task::JoinHandle<()>,
 }
 
-impl PacingProxy {
-    async fn start(upstream: u16, pace: Duration) -> Self {
+impl InterleavingProxy {
+    async fn start(upstream: u16, gate: Arc<Lockstep>, side: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let accept = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
-                connections.spawn(relay(client, upstream, pace));
+                connections.spawn(relay(client, upstream, gate.clone(), side));
             }
         });
         Self { port, accept }
@@ -110,13 +158,13 @@ impl PacingProxy {
     }
 }
 
-impl Drop for PacingProxy {
+impl Drop for InterleavingProxy {
     fn drop(&mut self) {
         self.accept.abort();
     }
 }
 
-async fn relay(client: TcpStream, upstream: u16, pace: Duration) {
+async fn relay(client: TcpStream, upstream: u16, gate: Arc<Lockstep>, side: usize) {
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return;
     };
@@ -127,12 +175,14 @@ async fn relay(client: TcpStream, upstream: u16, pace: Duration) {
     };
     let commands = async {
         let mut reader = BufReader::new(client_read);
-        while let Some((raw, paced)) = read_command(&mut reader).await {
-            if paced {
-                tokio::time::sleep(pace).await;
-            }
+        while let Some((raw, takes_locks)) = read_command(&mut reader).await {
+            let gated = takes_locks && gate.turn(side).await;
             if server_write.write_all(&raw).await.is_err() {
                 return;
+            }
+            if gated {
+                tokio::time::sleep(SETTLE).await;
+                gate.went(side);
             }
         }
     };
@@ -167,12 +217,12 @@ async fn read_command(
         args.push(arg);
     }
     let name = args.first()?.to_ascii_uppercase();
-    let paced = match name.as_slice() {
+    let takes_locks = match name.as_slice() {
         b"EVAL" | b"EVALSHA" => true,
         b"SET" => args.iter().any(|a| a.eq_ignore_ascii_case(b"NX")),
         _ => false,
     };
-    Some((raw, paced))
+    Some((raw, takes_locks))
 }
 
 async fn read_line(
@@ -192,14 +242,17 @@ async fn interleaved_owners_publish_without_waiting_on_each_other() {
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    let pace = Duration::from_millis(150);
+    let gate = Arc::new(Lockstep::default());
     let (proxy_a, proxy_b) = (
-        PacingProxy::start(redis.port, pace).await,
-        PacingProxy::start(redis.port, pace).await,
+        InterleavingProxy::start(redis.port, gate.clone(), 0).await,
+        InterleavingProxy::start(redis.port, gate.clone(), 1).await,
     );
-    // A 10 s lock makes the old mutual wait visible; paced calls need more than the default
-    // 250 ms Redis timeout.
-    let env = [("REDIS_LOCK_TTL_MS", "10000"), ("REDIS_TIMEOUT_MS", "5000")];
+    // A 10 s lock makes the old mutual wait visible; a lock call held at the gate for the other
+    // node must not time out (default 250 ms) and open the breaker.
+    let env = [
+        ("REDIS_LOCK_TTL_MS", "10000"),
+        ("REDIS_TIMEOUT_MS", "10000"),
+    ];
     let Some(a) = start_node(&proxy_a.url(), &env).await else {
         return;
     };
@@ -214,6 +267,9 @@ async fn interleaved_owners_publish_without_waiting_on_each_other() {
         );
     }
     let (a0, b0) = (counts(&a).await, counts(&b).await);
+    // Each request takes two locks: x then y on A, y then x on B; in lockstep, A's y goes after
+    // B's y and B's x after A's x.
+    gate.arm(2);
 
     let pair = docs("interleaved", 2, 4);
     let (x, y) = (pair[0].clone(), pair[1].clone());

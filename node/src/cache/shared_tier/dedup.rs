@@ -26,12 +26,18 @@ use tokio::time::Instant;
 use super::{decode, SharedScoreCache, WAIT_POLL};
 use crate::cache::CachedScore;
 
-/// One pair's claim (`KEYS`: score, lock; `ARGV`: token, lock TTL in ms). Replies `s{value}`
-/// when the score is stored, `w` when this call took the lock, `h{pttl}` when another holds it.
-const CLAIM_SCRIPT: &str = "local v = redis.call('GET', KEYS[1]) \
-    if v then return 's' .. v end \
-    if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'w' end \
-    return 'h' .. redis.call('PTTL', KEYS[2])";
+/// Claims pairs (`KEYS`: the score and lock key of each pair in turn; `ARGV`: token, lock TTL
+/// in ms). Replies per pair `s{value}` when the score is stored, `w` when this call took the
+/// lock, `h{pttl}` when another owner holds it.
+const CLAIM_SCRIPT: &str = "local out = {} for i = 1, #KEYS, 2 do \
+    local v = redis.call('GET', KEYS[i]) \
+    if v then out[#out + 1] = 's' .. v \
+    elseif redis.call('SET', KEYS[i + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then out[#out + 1] = 'w' \
+    else out[#out + 1] = 'h' .. redis.call('PTTL', KEYS[i + 1]) end end return out";
+
+/// Pairs per script call when a waiter re-claims its pairs: one call reads them all at about
+/// the cost of an `MGET`, in slices short enough not to hold Redis up.
+const RECLAIM_CHUNK: usize = 128;
 
 /// `EVALSHA` name of [`CLAIM_SCRIPT`]; each claim pipeline `SCRIPT LOAD`s it first, so a
 /// restarted Redis (empty script cache) needs no retry.
@@ -84,7 +90,7 @@ impl SharedScoreCache {
         // Armed on every key before the call: if this future is dropped while Redis is taking
         // the locks, whichever it took are released.
         let mut won = HeldLocks::armed(self.clone(), token.clone(), keys.to_vec());
-        let replies = self.claim_replies(keys, &token).await?;
+        let replies = self.claim_replies(keys, &token, 1).await?;
         let now = Instant::now();
         let mut stored = Vec::new();
         let mut won_keys = Vec::new();
@@ -124,12 +130,14 @@ impl SharedScoreCache {
         left.map_or(self.lock_ttl, |l| l.min(self.lock_ttl))
     }
 
-    /// One pipeline: `SCRIPT LOAD` and one [`CLAIM_SCRIPT`] call per key, so claims of two
-    /// nodes may interleave pair by pair (each pair is still decided atomically).
+    /// One pipeline: `SCRIPT LOAD`, then [`CLAIM_SCRIPT`] over `per_call` pairs at a time. A
+    /// first claim goes pair by pair, as `SET NX` pipelines do: two nodes' claims may then
+    /// interleave, which the protocol must (and the tests do) survive.
     async fn claim_replies(
         &self,
         keys: &[PairKey],
         token: &str,
+        per_call: usize,
     ) -> Option<Vec<Option<ClaimReply>>> {
         if keys.is_empty() {
             return Some(Vec::new());
@@ -137,18 +145,20 @@ impl SharedScoreCache {
         let ttl_ms = self.lock_ttl.as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(CLAIM_SCRIPT).ignore();
-        for key in keys {
+        for chunk in keys.chunks(per_call.max(1)) {
             pipe.cmd("EVALSHA")
                 .arg(CLAIM_SHA.as_str())
-                .arg(2)
-                .arg(self.score_key(key))
-                .arg(self.lock_key(key))
-                .arg(token)
-                .arg(ttl_ms);
+                .arg(chunk.len() * 2);
+            for key in chunk {
+                pipe.arg(self.score_key(key)).arg(self.lock_key(key));
+            }
+            pipe.arg(token).arg(ttl_ms);
         }
         let mut con = self.connection.clone();
-        let replies: Vec<String> = self.call(pipe.query_async(&mut con)).await?;
-        (replies.len() == keys.len()).then(|| replies.iter().map(|r| decode_claim(r)).collect())
+        let replies: Vec<Vec<String>> = self.call(pipe.query_async(&mut con)).await?;
+        let replies: Vec<Option<ClaimReply>> =
+            replies.iter().flatten().map(|r| decode_claim(r)).collect();
+        (replies.len() == keys.len()).then_some(replies)
     }
 }
 
@@ -259,11 +269,11 @@ impl DedupWait {
     async fn reclaim(&mut self, published: bool) -> WaitStep {
         let keys: Vec<PairKey> = self.deadlines.keys().copied().collect();
         let mut taken = HeldLocks::armed(self.cache.clone(), self.token.clone(), keys.clone());
-        let replies = if self.cache.breaker.allows() {
-            self.cache.claim_replies(&keys, &self.token).await
-        } else {
-            None
-        };
+        // Under the breaker: `None` at once while Redis is known to be down.
+        let replies = self
+            .cache
+            .claim_replies(&keys, &self.token, RECLAIM_CHUNK)
+            .await;
         let mut step = WaitStep::default();
         let Some(replies) = replies else {
             // Redis is gone: nobody coordinates any more.
