@@ -55,7 +55,10 @@ pub struct NodeMetrics {
     pub lock_wins: IntCounter,
     /// Pairs whose lock another node held (this node waited for them).
     pub lock_waits: IntCounter,
-    /// Waits for other nodes' pairs, by how they ended: publish, poll, expiry.
+    /// Waits for other nodes' pairs, by how they ended (a wait may end several ways, one count
+    /// each): `publish` / `poll` (pairs arrived, woken by the done channel or by the periodic
+    /// re-read), `takeover` (an owner let its locks go unstored: computed here), `expiry` (a lock
+    /// expired, or Redis failed: computed here).
     pub dedup_waits: IntCounterVec,
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
 use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rerank_shared::api::health::{DistributedCacheHealth, MicroBatcherHealth};
 use rerank_shared::pair_key::{ModelFingerprint, PairKey, TruncationKey};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +25,7 @@ use tracing::{info_span, Instrument};
 
 use super::batcher_actor::{BatcherActor, BatcherSettings, BatcherStats, ComputeError, Enqueue};
 use crate::admission::{Admission, Overloaded, TokenBudget, TokensRefused};
+use crate::cache::shared_tier::HeldLocks;
 use crate::cache::{CachedScore, LocalScoreCache, SharedScoreCache};
 use crate::engine::{EncodedPair, EngineError, RerankBackend, TruncationOptions};
 use crate::metrics::NodeMetrics;
@@ -245,25 +247,11 @@ impl Timings {
     }
 }
 
-/// Releases this node's Redis locks if the request ends (cancelled, failed) before storing.
-struct LockRelease {
-    shared: Arc<SharedScoreCache>,
-    keys: Vec<PairKey>,
-    token: String,
-}
-
-impl Drop for LockRelease {
-    fn drop(&mut self) {
-        if self.keys.is_empty() {
-            return;
-        }
-        let (shared, keys, token) = (
-            self.shared.clone(),
-            std::mem::take(&mut self.keys),
-            self.token.clone(),
-        );
-        actix_web::rt::spawn(async move { shared.release(&keys, &token).await });
-    }
+/// What a request computes for the Redis tier: pairs whose locks it holds, or pairs it computes
+/// without a lock (their owner's lock outlived its deadline, or Redis stopped answering).
+enum SharedJob {
+    Locked(HeldLocks),
+    Unlocked(Vec<PairKey>),
 }
 
 type Scores = HashMap<PairKey, CachedScore>;
@@ -365,9 +353,12 @@ impl Pipeline {
         })
     }
 
-    /// Resolves local misses through Redis: stored pairs are read, unlocked pairs are locked
-    /// and computed here, pairs another node is computing are awaited (and computed here if
-    /// its lock expires first).
+    /// Resolves local misses through Redis (the protocol: `cache/shared_tier/dedup.rs`):
+    /// stored pairs are read; free pairs are locked, computed here and stored (and published)
+    /// as soon as they are computed, whatever else this request waits for; pairs another node
+    /// is computing are awaited, and taken over (computed here) when their owner gives them up
+    /// or its lock expires. A failed computation fails the request and, by dropping its
+    /// [`HeldLocks`], hands its pairs to the waiting nodes.
     async fn resolve_shared(
         &self,
         shared: &Arc<SharedScoreCache>,
@@ -394,57 +385,105 @@ impl Pipeline {
         if unresolved.is_empty() {
             return Ok(());
         }
-        let token = uuid::Uuid::new_v4().to_string();
         let unresolved_keys: Vec<PairKey> = unresolved.iter().map(|&i| keys[i]).collect();
-        let (owned, foreign): (Vec<usize>, Vec<usize>) = match shared
-            .try_lock_many(&unresolved_keys, &token)
+        let claim = shared
+            .claim(&unresolved_keys)
             .instrument(info_span!(
                 "cache.redis.lock",
                 pairs = unresolved_keys.len()
             ))
-            .await
-        {
-            Some(flags) => {
-                let (o, f): (Vec<_>, Vec<_>) =
-                    unresolved.iter().zip(flags).partition(|(_, won)| *won);
-                (
-                    o.into_iter().map(|(i, _)| *i).collect(),
-                    f.into_iter().map(|(i, _)| *i).collect(),
-                )
-            }
-            None => (unresolved, Vec::new()),
-        };
-        let mut lock = LockRelease {
-            shared: shared.clone(),
-            keys: owned.iter().map(|&i| keys[i]).collect(),
-            token,
-        };
-        let foreign_keys: Vec<PairKey> = foreign.iter().map(|&i| keys[i]).collect();
-        let (computed, waited) = tokio::join!(
-            self.compute(msg, keys, &owned),
-            shared.wait_for(&foreign_keys)
-        );
-        let (computed, t) = computed?;
-        timings.merge(t);
-        shared.store(&computed, Some(&lock.token)).await;
-        lock.keys.clear(); // released by `store`
-        scores.extend(computed);
-        for (key, value) in waited.arrived {
-            self.cache.insert(key, value);
-            scores.insert(key, value);
-        }
-        if !waited.expired.is_empty() {
-            let expired: Vec<usize> = foreign
-                .iter()
-                .copied()
-                .filter(|&i| waited.expired.contains(&keys[i]))
-                .collect();
-            let (computed, t) = self.compute(msg, keys, &expired).await?;
+            .await;
+        let Some(claim) = claim else {
+            // Redis did not answer: nobody coordinates, compute everything here.
+            let (computed, t) = self.compute(msg, keys, &unresolved).await?;
             timings.merge(t);
             shared.store(&computed, None).await;
             scores.extend(computed);
+            return Ok(());
+        };
+        for (key, value) in claim.stored {
+            self.cache.insert(key, value);
+            scores.insert(key, value);
+        }
+        let index_of: HashMap<PairKey, usize> = unresolved.iter().map(|&i| (keys[i], i)).collect();
+        let (jobs, mut job_queue) = tokio::sync::mpsc::unbounded_channel();
+        if !claim.won.keys().is_empty() {
+            let _ = jobs.send(SharedJob::Locked(claim.won));
+        }
+        let mut wait = claim.wait;
+        let wait_span = info_span!("cache.redis.wait", pairs = wait.pending());
+        let waiting = async move {
+            let mut arrived = Vec::new();
+            while let Some(step) = wait.next().await {
+                arrived.extend(step.arrived);
+                if let Some(locks) = step.taken_over {
+                    let _ = jobs.send(SharedJob::Locked(locks));
+                }
+                if !step.expired.is_empty() {
+                    let _ = jobs.send(SharedJob::Unlocked(step.expired));
+                }
+            }
+            Ok::<_, RerankError>(arrived)
+        }
+        .instrument(wait_span);
+        // Each job is computed and stored on its own, as soon as it is known: never after a wait.
+        let computing = async {
+            let mut running = FuturesUnordered::new();
+            let mut computed = Vec::new();
+            let mut t = Timings::default();
+            loop {
+                tokio::select! {
+                    Some(job) = job_queue.recv() => {
+                        running.push(self.compute_shared_job(shared, msg, keys, &index_of, job));
+                    }
+                    Some(done) = running.next() => {
+                        let (c, jt) = done?;
+                        computed.extend(c);
+                        t.merge(jt);
+                    }
+                    else => break,
+                }
+            }
+            Ok::<_, RerankError>((computed, t))
+        };
+        let ((computed, t), arrived) = tokio::try_join!(computing, waiting)?;
+        timings.merge(t);
+        scores.extend(computed);
+        for (key, value) in arrived {
+            self.cache.insert(key, value);
+            scores.insert(key, value);
         }
         Ok(())
+    }
+
+    /// Computes one [`SharedJob`] and stores (and publishes) its scores at once; locked pairs'
+    /// locks go with the store. On failure the job's locks are released and announced.
+    async fn compute_shared_job(
+        &self,
+        shared: &SharedScoreCache,
+        msg: &Rerank,
+        keys: &[PairKey],
+        index_of: &HashMap<PairKey, usize>,
+        job: SharedJob,
+    ) -> Result<(Vec<(PairKey, CachedScore)>, Timings), RerankError> {
+        let indices = |pairs: &[PairKey]| -> Vec<usize> {
+            pairs
+                .iter()
+                .filter_map(|k| index_of.get(k).copied())
+                .collect()
+        };
+        match job {
+            SharedJob::Locked(locks) => {
+                let (computed, t) = self.compute(msg, keys, &indices(locks.keys())).await?;
+                locks.store(&computed).await;
+                Ok((computed, t))
+            }
+            SharedJob::Unlocked(pairs) => {
+                let (computed, t) = self.compute(msg, keys, &indices(&pairs)).await?;
+                shared.store(&computed, None).await;
+                Ok((computed, t))
+            }
+        }
     }
 
     /// Tokenizes the documents at `indices` and scores them through the batcher.

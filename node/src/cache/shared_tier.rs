@@ -3,13 +3,13 @@
 //!
 //! Keys live under `rr:{model fingerprint}:` so two models or precision modes never mix:
 //! `…:s:{pair}` holds `"{raw} {tokens}"`, `…:l:{pair}` a lock token, and `…:done` is the channel
-//! on which an owner publishes the pairs it just stored.
+//! on which an owner announces the pairs it just stored, or the locks it gave up without storing.
+//! [`dedup`] holds the protocol built on them: claims, held locks, waits.
 //!
 //! Redis is an accelerator, never a dependency: every call is bounded by a short timeout, a
 //! failure opens a [`CircuitBreaker`] so later requests skip Redis at no cost, and a background
 //! probe reconnects and closes it. Callers treat "no answer" as a miss and compute locally.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,16 +20,22 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use rerank_shared::api::health::DistributedCacheHealth;
 use rerank_shared::config::{NODE_REGISTRY_PREFIX, NODE_REGISTRY_TTL_SECONDS};
 use rerank_shared::pair_key::{ModelFingerprint, PairKey};
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::sync::watch;
 
 use super::breaker::CircuitBreaker;
 use super::CachedScore;
 use crate::metrics::NodeMetrics;
 
-/// Deletes each lock that still holds this owner's token (never someone else's).
+pub mod dedup;
+
+pub use dedup::{Claim, DedupWait, HeldLocks, WaitStep};
+
+/// Deletes each lock that still holds this owner's token (never someone else's) and, when
+/// `ARGV[2]` names a channel and a lock was deleted, announces it there: the owner gave pairs up
+/// without storing them, and their waiters may take them over.
 const RELEASE_SCRIPT: &str = "local n = 0 for _, k in ipairs(KEYS) do \
-    if redis.call('GET', k) == ARGV[1] then n = n + redis.call('DEL', k) end end return n";
+    if redis.call('GET', k) == ARGV[1] then n = n + redis.call('DEL', k) end end \
+    if n > 0 and ARGV[2] then redis.call('PUBLISH', ARGV[2], 'released ' .. n) end return n";
 
 /// How often the probe checks Redis and refreshes `/health` figures.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -64,15 +70,6 @@ struct Status {
     keyspace_misses: AtomicU64,
 }
 
-/// How a wait for another node's pairs ended, per pair.
-#[derive(Debug, Default)]
-pub struct WaitOutcome {
-    /// Pairs another node stored while we waited.
-    pub arrived: HashMap<PairKey, CachedScore>,
-    /// Pairs still missing when the lock expired (or Redis failed): compute them here.
-    pub expired: Vec<PairKey>,
-}
-
 /// See the module docs.
 pub struct SharedScoreCache {
     connection: ConnectionManager,
@@ -81,7 +78,8 @@ pub struct SharedScoreCache {
     lock_ttl: Duration,
     op_timeout: Duration,
     breaker: CircuitBreaker,
-    done: Arc<Notify>,
+    /// Bumped on every message on the done channel: waiters watch it to re-claim their pairs.
+    wake: Arc<watch::Sender<u64>>,
     status: Status,
     metrics: Arc<NodeMetrics>,
     registration: Option<(String, String)>,
@@ -110,7 +108,7 @@ impl SharedScoreCache {
             lock_ttl: settings.lock_ttl,
             op_timeout: settings.op_timeout,
             breaker: CircuitBreaker::new(Duration::from_millis(250), Duration::from_secs(2)),
-            done: Arc::new(Notify::new()),
+            wake: Arc::new(watch::Sender::new(0)),
             status: Status::default(),
             metrics,
             registration: settings.registration.clone(),
@@ -119,7 +117,7 @@ impl SharedScoreCache {
         actix_web::rt::spawn(subscriber_loop(
             client,
             cache.done_channel(),
-            Arc::downgrade(&cache.done),
+            Arc::downgrade(&cache.wake),
         ));
         Ok(cache)
     }
@@ -183,33 +181,9 @@ impl SharedScoreCache {
         found
     }
 
-    /// Takes the lock of each key (`SET NX PX`, one pipeline); `true` where this node now owns
-    /// it. `None` when Redis does not answer (then nobody coordinates: compute everything).
-    pub async fn try_lock_many(&self, keys: &[PairKey], token: &str) -> Option<Vec<bool>> {
-        if keys.is_empty() {
-            return Some(Vec::new());
-        }
-        let ttl_ms = self.lock_ttl.as_millis() as u64;
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("SET")
-                .arg(self.lock_key(key))
-                .arg(token)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl_ms);
-        }
-        let mut con = self.connection.clone();
-        let replies: Vec<Option<String>> = self.call(pipe.query_async(&mut con)).await?;
-        let owned: Vec<bool> = replies.iter().map(Option::is_some).collect();
-        let wins = owned.iter().filter(|o| **o).count() as u64;
-        self.metrics.lock_wins.inc_by(wins);
-        self.metrics.lock_waits.inc_by(keys.len() as u64 - wins);
-        Some(owned)
-    }
-
     /// Stores computed scores (`SET … EX ttl`), announces them on the done channel and releases
-    /// this owner's locks — one pipelined round trip.
+    /// this owner's locks (when `lock_token` is given) — one pipelined round trip. Pairs
+    /// computed without a lock pass `None`.
     pub async fn store(&self, scores: &[(PairKey, CachedScore)], lock_token: Option<&str>) {
         if scores.is_empty() {
             return;
@@ -228,19 +202,22 @@ impl SharedScoreCache {
             .arg(scores.len())
             .ignore();
         if let Some(token) = lock_token {
-            self.add_release(&mut pipe, scores.iter().map(|(k, _)| k), token);
+            // The scores were just published: nothing to announce.
+            self.add_release(&mut pipe, scores.iter().map(|(k, _)| k), token, None);
         }
         let mut con = self.connection.clone();
         let _: Option<()> = self.call(pipe.query_async(&mut con)).await;
     }
 
-    /// Releases locks without storing anything (the owner gave up, e.g. its client left).
-    pub async fn release(&self, keys: &[PairKey], token: &str) {
+    /// Releases locks without storing anything (the owner gave up: its client left, its
+    /// computation failed) and announces the release, so waiters take the pairs over at once.
+    async fn release(&self, keys: &[PairKey], token: &str) {
         if keys.is_empty() {
             return;
         }
         let mut pipe = redis::pipe();
-        self.add_release(&mut pipe, keys.iter(), token);
+        let channel = self.done_channel();
+        self.add_release(&mut pipe, keys.iter(), token, Some(&channel));
         let mut con = self.connection.clone();
         let _: Option<()> = self.call(pipe.query_async(&mut con)).await;
     }
@@ -250,64 +227,18 @@ impl SharedScoreCache {
         pipe: &mut redis::Pipeline,
         keys: impl Iterator<Item = &'a PairKey>,
         token: &str,
+        announce_on: Option<&str>,
     ) {
         let names: Vec<String> = keys.map(|k| self.lock_key(k)).collect();
         pipe.cmd("EVAL")
             .arg(RELEASE_SCRIPT)
             .arg(names.len())
             .arg(names)
-            .arg(token)
-            .ignore();
-    }
-
-    /// Waits for pairs whose locks other nodes hold: re-reads them after every publish on the
-    /// done channel (and every [`WAIT_POLL`], since pub/sub can drop messages) until they
-    /// arrive, the lock TTL passes, or Redis stops answering.
-    pub async fn wait_for(&self, keys: &[PairKey]) -> WaitOutcome {
-        let mut outcome = WaitOutcome::default();
-        let mut remaining: Vec<PairKey> = keys.to_vec();
-        let deadline = Instant::now() + self.lock_ttl;
-        let mut woken_by_publish = false;
-        while !remaining.is_empty() {
-            // Register for the wake-up before reading, so a publish in between is not missed.
-            let notified = self.done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.breaker.allows() {
-                break;
-            }
-            let found = self.get_many(&remaining).await;
-            let mut still = Vec::new();
-            for (key, value) in remaining.iter().zip(found) {
-                match value {
-                    Some(v) => {
-                        outcome.arrived.insert(*key, v);
-                    }
-                    None => still.push(*key),
-                }
-            }
-            remaining = still;
-            if remaining.is_empty() || Instant::now() >= deadline {
-                break;
-            }
-            tokio::select! {
-                () = &mut notified => woken_by_publish = true,
-                () = tokio::time::sleep(WAIT_POLL) => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
+            .arg(token);
+        if let Some(channel) = announce_on {
+            pipe.arg(channel);
         }
-        if !outcome.arrived.is_empty() {
-            let how = if woken_by_publish { "publish" } else { "poll" };
-            self.metrics.dedup_waits.with_label_values(&[how]).inc();
-        }
-        if !remaining.is_empty() {
-            self.metrics
-                .dedup_waits
-                .with_label_values(&["expiry"])
-                .inc();
-        }
-        outcome.expired = remaining;
-        outcome
+        pipe.ignore();
     }
 
     /// `/health.distributed_cache`: `cached_entries` is Redis's `DBSIZE`, the keyspace figures
@@ -385,11 +316,16 @@ async fn probe_loop(cache: std::sync::Weak<SharedScoreCache>) {
     }
 }
 
-/// Keeps a subscription to the done channel and wakes waiters on every message; resubscribes
-/// after Redis comes back.
-async fn subscriber_loop(client: redis::Client, channel: String, done: std::sync::Weak<Notify>) {
+/// Keeps a subscription to the done channel and wakes waiters on every message (a store or a
+/// release); resubscribes after Redis comes back.
+async fn subscriber_loop(
+    client: redis::Client,
+    channel: String,
+    wake: std::sync::Weak<watch::Sender<u64>>,
+) {
+    let bump = |wake: &watch::Sender<u64>| wake.send_modify(|n| *n = n.wrapping_add(1));
     loop {
-        if done.strong_count() == 0 {
+        if wake.strong_count() == 0 {
             return;
         }
         if let Ok(Ok(mut pubsub)) =
@@ -397,13 +333,13 @@ async fn subscriber_loop(client: redis::Client, channel: String, done: std::sync
         {
             if pubsub.subscribe(&channel).await.is_ok() {
                 // Wake everyone once: messages sent while we were unsubscribed are lost.
-                if let Some(n) = done.upgrade() {
-                    n.notify_waiters();
+                if let Some(w) = wake.upgrade() {
+                    bump(&w);
                 }
                 let mut messages = pubsub.into_on_message();
                 while messages.next().await.is_some() {
-                    match done.upgrade() {
-                        Some(n) => n.notify_waiters(),
+                    match wake.upgrade() {
+                        Some(w) => bump(&w),
                         None => return,
                     }
                 }
