@@ -105,10 +105,16 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        // No catch-all arm: a new engine error must be given its status here.
         let kind = match &e {
             EngineError::InputTooLong { .. } => ApiErrorKind::TooLarge,
             EngineError::Tokenizer(_) => ApiErrorKind::Tokenizer,
-            _ => ApiErrorKind::Backend,
+            EngineError::ModelNotFound(_)
+            | EngineError::InvalidModel(_)
+            | EngineError::UnsupportedArchitecture { .. }
+            | EngineError::Candle(_)
+            | EngineError::Io(_)
+            | EngineError::Internal(_) => ApiErrorKind::Backend,
         };
         Self::new(kind, e.to_string())
     }
