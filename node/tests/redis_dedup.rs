@@ -439,3 +439,73 @@ async fn a_wait_ends_when_the_awaited_lock_expires() {
     );
     assert_eq!(dedup_waits(&b, "expiry").await, 1);
 }
+
+/// Locks are leases its live owner renews: an owner computing for several leases keeps its
+/// pairs (another node waits instead of computing them again), and when that owner is killed,
+/// the waiter takes the pairs over within about a lease — not after `REDIS_LOCK_TTL_MS`.
+#[tokio::test]
+async fn a_live_owner_keeps_its_leases_and_a_dead_ones_lapse_within_one() {
+    let Some(redis) = RedisProcess::start() else {
+        return;
+    };
+    // Default lock TTL (30 s); small passes so the owner computes for several 3 s leases.
+    let env = [("MAX_BATCH_TOKENS", "1024"), ("LOCAL_CACHE_SIZE", "0")];
+    let Some(mut owner) = start_node(&redis.url(), &env).await else {
+        return;
+    };
+    let Some(waiter) = start_node(&redis.url(), &env).await else {
+        return;
+    };
+    let texts = docs("leased", 240, 40);
+    let owner_request = tokio::spawn({
+        let (base, texts) = (owner.base.clone(), texts.clone());
+        async move { rerank(&base, &texts).await }
+    });
+    let started = Instant::now();
+    while counts(&owner).await.0 < 240 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the owner never took the locks"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waiting = tokio::spawn({
+        let (base, texts) = (waiter.base.clone(), texts.clone());
+        async move { rerank(&base, &texts).await }
+    });
+    // Through more than two leases the owner keeps every lock: the waiter computes nothing.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        counts(&waiter).await.1,
+        240,
+        "the waiter waited on every pair"
+    );
+    assert_eq!(
+        waiter.metric("rerank_pairs_computed_total").await,
+        0,
+        "the owner's renewed leases held"
+    );
+    assert!(
+        !owner_request.is_finished(),
+        "the owner was still computing"
+    );
+    owner.kill();
+    let killed = Instant::now();
+    // The dead owner's leases lapse; the waiter claims every pair and computes it.
+    while counts(&waiter).await.0 < 240 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the dead owner's locks still held {:?} after the kill (lock TTL 30 s)",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let taken_over = killed.elapsed();
+    let (status, _) = waiting.await.expect("joined").expect("the waiter answers");
+    eprintln!(
+        "owner killed mid-computation: the waiter held its pairs {taken_over:?} later, \
+         answered {:?} later",
+        killed.elapsed()
+    );
+    assert_eq!(status, 200);
+}

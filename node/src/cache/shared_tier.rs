@@ -37,6 +37,17 @@ const RELEASE_SCRIPT: &str = "local n = 0 for _, k in ipairs(KEYS) do \
     if redis.call('GET', k) == ARGV[1] then n = n + redis.call('DEL', k) end end \
     if n > 0 and ARGV[2] then redis.call('PUBLISH', ARGV[2], 'released ' .. n) end return n";
 
+/// Extends each lock that still holds this owner's token by `ARGV[2]` ms (never someone else's).
+const RENEW_SCRIPT: &str = "local n = 0 for _, k in ipairs(KEYS) do \
+    if redis.call('GET', k) == ARGV[1] then n = n + redis.call('PEXPIRE', k, ARGV[2]) end end \
+    return n";
+
+/// How long a pair lock lives unless its owner renews it (or `REDIS_LOCK_TTL_MS`, if shorter).
+/// Owners renew their locks every third of it while they compute, so a live owner keeps its
+/// pairs however long its forward passes take, and a crashed owner's pairs are free again —
+/// and taken over by a waiter — within one lease instead of the whole lock TTL.
+const LOCK_LEASE: Duration = Duration::from_secs(3);
+
 /// How often the probe checks Redis and refreshes `/health` figures.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How often a waiter re-reads its keys, in case a publish was lost.
@@ -48,7 +59,8 @@ pub struct SharedCacheSettings {
     pub url: String,
     /// `REDIS_TTL_SECONDS`.
     pub ttl: Duration,
-    /// How long a computing node's lock lives: the longest a waiter waits for a crashed owner.
+    /// `REDIS_LOCK_TTL_MS`: the longest a node waits for a pair another node computes. Locks
+    /// themselves are leases of at most [`LOCK_LEASE`], renewed by their live owners.
     pub lock_ttl: Duration,
     /// Bound on every Redis call.
     pub op_timeout: Duration,
@@ -207,6 +219,31 @@ impl SharedScoreCache {
         }
         let mut con = self.connection.clone();
         let _: Option<()> = self.call(pipe.query_async(&mut con)).await;
+    }
+
+    /// A lock's life between renewals.
+    fn lease(&self) -> Duration {
+        LOCK_LEASE.min(self.lock_ttl).max(Duration::from_millis(1))
+    }
+
+    /// Extends this owner's locks on `keys` by one lease.
+    async fn renew(&self, keys: &[PairKey], token: &str) {
+        if keys.is_empty() {
+            return;
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.lock_key(k)).collect();
+        let mut con = self.connection.clone();
+        let _: Option<u64> = self
+            .call(
+                redis::cmd("EVAL")
+                    .arg(RENEW_SCRIPT)
+                    .arg(names.len())
+                    .arg(names)
+                    .arg(token)
+                    .arg(self.lease().as_millis() as u64)
+                    .query_async(&mut con),
+            )
+            .await;
     }
 
     /// Releases locks without storing anything (the owner gave up: its client left, its

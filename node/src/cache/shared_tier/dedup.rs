@@ -12,12 +12,18 @@
 //! re-claims its pairs on every message (a store or a release), every [`WAIT_POLL`] (pub/sub
 //! can drop messages) and at the lock's deadline: a pair let go becomes this node's to compute
 //! at once ("takeover"); one still locked when its first owner's lock was due to expire is
-//! computed here without a lock, as are all of them once Redis stops answering. So no wait
-//! outlives the lock that caused it.
+//! computed here without a lock, as are all of them once Redis stops answering.
+//!
+//! Locks are leases: an owner renews its locks every third of the lease while it computes
+//! ([`HeldLocks`]), so a live owner keeps them however long its forward passes take, while a
+//! crashed owner's locks lapse within one lease and its waiters take the pairs over ("expiry").
+//! A wait never lasts longer than `REDIS_LOCK_TTL_MS` from when it began.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+use tokio::task::AbortHandle;
 
 use rerank_shared::pair_key::PairKey;
 use tokio::sync::watch;
@@ -51,7 +57,9 @@ enum ClaimReply {
     Stored(CachedScore),
     /// The lock is ours now.
     Won,
-    /// Another owner holds the lock for this long (`None`: a lock without expiry).
+    /// Another owner holds the lock for this long (`None`: a lock without expiry). Owners renew
+    /// their leases, so this says when to look again, not when the wait ends.
+    #[allow(dead_code)]
     Held(Option<Duration>),
 }
 
@@ -99,8 +107,8 @@ impl SharedScoreCache {
             match reply {
                 Some(ClaimReply::Stored(value)) => stored.push((*key, value)),
                 Some(ClaimReply::Won) => won_keys.push(*key),
-                Some(ClaimReply::Held(left)) => {
-                    deadlines.insert(*key, now + self.lock_life(left));
+                Some(ClaimReply::Held(_)) => {
+                    deadlines.insert(*key, now + self.lock_ttl);
                 }
                 // Unreadable: claimed again at once, then computed here.
                 None => {
@@ -111,6 +119,7 @@ impl SharedScoreCache {
         self.metrics.lock_wins.inc_by(won_keys.len() as u64);
         self.metrics.lock_waits.inc_by(deadlines.len() as u64);
         won.keys = won_keys;
+        won.keep_renewed();
         Some(Claim {
             stored,
             won,
@@ -122,12 +131,6 @@ impl SharedScoreCache {
                 ended: Ended::default(),
             },
         })
-    }
-
-    /// How long to wait for a lock with `left` to live: never past this node's own lock TTL,
-    /// which also bounds a lock set without expiry.
-    fn lock_life(&self, left: Option<Duration>) -> Duration {
-        left.map_or(self.lock_ttl, |l| l.min(self.lock_ttl))
     }
 
     /// One pipeline: `SCRIPT LOAD`, then [`CLAIM_SCRIPT`] over `per_call` pairs at a time. A
@@ -142,7 +145,7 @@ impl SharedScoreCache {
         if keys.is_empty() {
             return Some(Vec::new());
         }
-        let ttl_ms = self.lock_ttl.as_millis().max(1) as u64;
+        let ttl_ms = self.lease().as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(CLAIM_SCRIPT).ignore();
         for chunk in keys.chunks(per_call.max(1)) {
@@ -170,11 +173,43 @@ pub struct HeldLocks {
     cache: Arc<SharedScoreCache>,
     token: Arc<str>,
     keys: Vec<PairKey>,
+    /// The task renewing the leases while the pairs are computed.
+    renewal: Option<AbortHandle>,
 }
 
 impl HeldLocks {
     fn armed(cache: Arc<SharedScoreCache>, token: Arc<str>, keys: Vec<PairKey>) -> Self {
-        Self { cache, token, keys }
+        Self {
+            cache,
+            token,
+            keys,
+            renewal: None,
+        }
+    }
+
+    /// Renews the leases of `keys` every third of a lease until stored or dropped.
+    fn keep_renewed(&mut self) {
+        if self.keys.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (cache, token, keys) = (self.cache.clone(), self.token.clone(), self.keys.clone());
+        let every = cache.lease() / 3;
+        let task = runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                cache.renew(&keys, &token).await;
+            }
+        });
+        self.renewal = Some(task.abort_handle());
+    }
+
+    fn stop_renewal(&mut self) {
+        if let Some(task) = self.renewal.take() {
+            task.abort();
+        }
     }
 
     /// The pairs whose locks these are.
@@ -185,8 +220,9 @@ impl HeldLocks {
     /// Stores `scores` (computed for these locks), publishes them and releases their locks.
     /// Locks of pairs missing from `scores` are released, and announced, on drop.
     pub async fn store(mut self, scores: &[(PairKey, CachedScore)]) {
-        // The keys stay armed during the call: dropped midway, the release on drop deletes only
-        // locks that still hold our token, i.e. those this store did not get to.
+        self.stop_renewal(); // the store takes well under the two thirds of a lease left
+                             // The keys stay armed during the call: dropped midway, the release on drop deletes only
+                             // locks that still hold our token, i.e. those this store did not get to.
         self.cache.store(scores, Some(&self.token)).await;
         let stored: HashSet<&PairKey> = scores.iter().map(|(k, _)| k).collect();
         self.keys.retain(|k| !stored.contains(k));
@@ -195,6 +231,7 @@ impl HeldLocks {
 
 impl Drop for HeldLocks {
     fn drop(&mut self) {
+        self.stop_renewal();
         if self.keys.is_empty() {
             return;
         }
@@ -237,8 +274,8 @@ pub struct DedupWait {
     cache: Arc<SharedScoreCache>,
     token: Arc<str>,
     wake: watch::Receiver<u64>,
-    /// Each pending pair with the end of its wait: its lock's expiry when first seen (capped at
-    /// this node's lock TTL), never pushed later by a new owner's fresh lock.
+    /// Each pending pair with the end of its wait: `REDIS_LOCK_TTL_MS` after it was first seen,
+    /// never pushed later (owners renew their leases, so a lock's own expiry is no bound).
     deadlines: HashMap<PairKey, Instant>,
     ended: Ended,
 }
@@ -290,18 +327,15 @@ impl DedupWait {
             match reply {
                 Some(ClaimReply::Stored(value)) => step.arrived.push((key, value)),
                 Some(ClaimReply::Won) => {
-                    if now < deadline {
+                    // Let go and announced: a takeover; found free by a poll: its lease lapsed.
+                    if published && now < deadline {
                         self.ended.takeover = true;
                     } else {
                         self.ended.expiry = true;
                     }
                     won.push(key);
                 }
-                Some(ClaimReply::Held(left)) if now < deadline => {
-                    let sooner = deadline.min(now + self.cache.lock_life(left));
-                    self.deadlines.insert(key, sooner);
-                    continue;
-                }
+                Some(ClaimReply::Held(_)) if now < deadline => continue,
                 Some(ClaimReply::Held(_)) | None => {
                     self.ended.expiry = true;
                     step.expired.push(key);
@@ -319,6 +353,7 @@ impl DedupWait {
         self.cache.metrics.lock_wins.inc_by(won.len() as u64);
         taken.keys = won;
         if !taken.keys.is_empty() {
+            taken.keep_renewed();
             step.taken_over = Some(taken);
         }
         step
