@@ -8,6 +8,7 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 use candle_core::Device;
 use rerank_shared::config::{CpuKernels, DeviceChoice, ModelChoice, NodeConfig, Quantization};
 use rerank_shared::pair_key::ModelFingerprint;
+use rerank_shared::registry::ClusterKey;
 
 use crate::actors::{
     BatcherActor, BatcherSettings, BatcherStats, ModelActor, NodeActor, NodeParts, NodeSettings,
@@ -19,6 +20,7 @@ use crate::engine::{
     RerankBackend,
 };
 use crate::metrics::NodeMetrics;
+use crate::registration::RegistrationSettings;
 use crate::state::NodeState;
 
 /// Why a node could not start or stopped serving.
@@ -106,17 +108,33 @@ pub fn start_actors(
     model: &LoadedModel,
     metrics: Arc<NodeMetrics>,
 ) -> Result<Addr<NodeActor>, ServeError> {
+    let registration = if config.redis_enabled {
+        let key = config.cluster_secret.as_deref().and_then(ClusterKey::new);
+        if key.is_none() {
+            tracing::warn!(
+                "REDIS_ENABLED without CLUSTER_SECRET: this node shares the cache but does not \
+                 register, so coordinators only reach it through COORDINATOR_NODES or their admin API"
+            );
+        }
+        key.map(|key| RegistrationSettings {
+            redis_url: config.redis_url.clone(),
+            node_id: node_id.to_string(),
+            url: config
+                .node_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}:{}", config.host, config.port)),
+            key,
+            op_timeout: Duration::from_millis(config.redis_timeout_ms),
+        })
+    } else {
+        None
+    };
     let shared = if config.redis_enabled {
-        let url = config
-            .node_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}:{}", config.host, config.port));
         let settings = SharedCacheSettings {
             url: config.redis_url.clone(),
             ttl: Duration::from_secs(config.redis_ttl_seconds),
             lock_ttl: Duration::from_millis(config.redis_lock_ttl_ms),
             op_timeout: Duration::from_millis(config.redis_timeout_ms),
-            registration: Some((node_id.to_string(), url)),
         };
         Some(SharedScoreCache::start(
             &settings,
@@ -160,7 +178,12 @@ pub fn start_actors(
         batcher_stats: stats,
         metrics,
     };
-    Ok(NodeActor::new(parts, settings).start())
+    let node = NodeActor::new(parts, settings).start();
+    if let Some(registration) = registration {
+        crate::registration::start(registration, node.downgrade())
+            .map_err(crate::cache::shared_tier::SharedCacheError::from)?;
+    }
+    Ok(node)
 }
 
 /// The precision to run: `QUANTIZATION`, except that `ENABLE_MIXED_PRECISION` turns f32 into
