@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use actix::{Actor, WeakAddr};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use rerank_shared::config::NodeConfig;
 use rerank_shared::registry::{self, now_ms, ClusterKey, Registration, REFRESH_INTERVAL};
 
 /// What the node registers, where, and under which key.
@@ -24,6 +25,34 @@ pub struct RegistrationSettings {
     pub key: ClusterKey,
     /// Bound on each Redis call.
     pub op_timeout: Duration,
+}
+
+impl RegistrationSettings {
+    /// What `config` registers: nothing without Redis; nothing, with a warning, without
+    /// `CLUSTER_SECRET` (coordinators would ignore an unsigned registration anyway).
+    pub fn from_config(config: &NodeConfig, node_id: &str) -> Option<Self> {
+        if !config.redis_enabled {
+            return None;
+        }
+        let Some(key) = config.cluster_secret.as_deref().and_then(ClusterKey::new) else {
+            tracing::warn!(
+                "REDIS_ENABLED without CLUSTER_SECRET: this node shares the cache but does not \
+                 register, so coordinators reach it only through COORDINATOR_NODES or their \
+                 admin API"
+            );
+            return None;
+        };
+        Some(Self {
+            redis_url: config.redis_url.clone(),
+            node_id: node_id.to_string(),
+            url: config
+                .node_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}:{}", config.host, config.port)),
+            key,
+            op_timeout: Duration::from_millis(config.redis_timeout_ms),
+        })
+    }
 }
 
 /// Starts renewing this node's registration every [`REFRESH_INTERVAL`] until `owner` (the

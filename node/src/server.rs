@@ -8,7 +8,6 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 use candle_core::Device;
 use rerank_shared::config::{CpuKernels, DeviceChoice, ModelChoice, NodeConfig, Quantization};
 use rerank_shared::pair_key::ModelFingerprint;
-use rerank_shared::registry::ClusterKey;
 
 use crate::actors::{
     BatcherActor, BatcherSettings, BatcherStats, ModelActor, NodeActor, NodeParts, NodeSettings,
@@ -100,35 +99,16 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
     })
 }
 
-/// Starts the model, batcher and node actors (and the Redis tier when enabled); returns the
-/// node actor's address.
+/// Starts the model, batcher and node actors (and the Redis tier when enabled, with the
+/// node's cluster registration when `CLUSTER_SECRET` is set too); returns the node actor's
+/// address.
 pub fn start_actors(
     config: &NodeConfig,
     node_id: &str,
     model: &LoadedModel,
     metrics: Arc<NodeMetrics>,
 ) -> Result<Addr<NodeActor>, ServeError> {
-    let registration = if config.redis_enabled {
-        let key = config.cluster_secret.as_deref().and_then(ClusterKey::new);
-        if key.is_none() {
-            tracing::warn!(
-                "REDIS_ENABLED without CLUSTER_SECRET: this node shares the cache but does not \
-                 register, so coordinators only reach it through COORDINATOR_NODES or their admin API"
-            );
-        }
-        key.map(|key| RegistrationSettings {
-            redis_url: config.redis_url.clone(),
-            node_id: node_id.to_string(),
-            url: config
-                .node_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}:{}", config.host, config.port)),
-            key,
-            op_timeout: Duration::from_millis(config.redis_timeout_ms),
-        })
-    } else {
-        None
-    };
+    let registration = RegistrationSettings::from_config(config, node_id);
     let shared = if config.redis_enabled {
         let settings = SharedCacheSettings {
             url: config.redis_url.clone(),

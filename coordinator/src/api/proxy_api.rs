@@ -145,6 +145,12 @@ fn verdict(failures: Vec<ForwardError>, answers: Vec<(ForwardedResponse, String)
     }
     // A node's own 5xx says more than anything the coordinator could make up.
     if let Some((answer, node)) = answers.into_iter().last() {
+        tracing::warn!(
+            status = answer.status,
+            %node,
+            others = %Attempts(failures),
+            "request failed on every node; relaying the last node's answer"
+        );
         return Verdict::Relay(answer, node);
     }
     let all_timed_out = failures
