@@ -83,7 +83,11 @@ async fn a_hung_node_costs_one_attempt_timeout_and_nothing_stays_in_flight() {
         ("REQUEST_TIMEOUT_MS", "400"),
     ])
     .await;
-    for i in 0..8 {
+    // Until the hung node has swallowed three requests (bounded: 30 requests).
+    for i in 0..30 {
+        if hung.hung().0 >= 3 {
+            break;
+        }
         let r = post(
             &coordinator.base,
             "/rerank",
@@ -95,7 +99,7 @@ async fn a_hung_node_costs_one_attempt_timeout_and_nothing_stays_in_flight() {
     }
     let (hung_requests, _) = hung.hung();
     assert!(
-        hung_requests >= 2,
+        hung_requests >= 3,
         "the hung node got requests: {hung_requests}"
     );
 
@@ -206,7 +210,7 @@ async fn a_slow_body_gets_408_within_the_read_timeout_and_its_connection_closed(
     dribble.abort();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(
-        first.is_some_and(|t| t < Duration::from_millis(2000)),
+        first.is_some_and(|t| t < Duration::from_millis(3000)),
         "answered after {first:?}"
     );
     assert!(closed, "the connection stays open after the 408");
@@ -244,7 +248,7 @@ async fn a_slow_head_gets_408_within_the_read_timeout() {
     dribble.abort();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert!(
-        first.is_some_and(|t| t < Duration::from_millis(2000)),
+        first.is_some_and(|t| t < Duration::from_millis(3000)),
         "answered after {first:?}"
     );
     assert!(closed, "the connection stays open after the 408");
