@@ -3,10 +3,13 @@
 //! # Layout
 //!
 //! - [`actors`]: the `RouterActor` (ring, membership, candidate order) and one `NodeClient` per
-//!   node (pooled HTTP, in-flight count, latency window, health checks, passive failure
-//!   detection).
-//! - [`api`]: the client API routed with failover, the admin API, health/metrics/OpenAPI.
-//! - [`registry`]: nodes joining and leaving through their Redis registrations.
+//!   node (in-flight count, latency window, health checks, passive failure detection).
+//! - [`forward`]: one attempt at one node, bounded in time, counted in flight exactly while it
+//!   runs.
+//! - [`api`]: the client API routed with failover, the admin API behind its token guard,
+//!   health/metrics/OpenAPI, and the one error type all of them answer with.
+//! - [`registry`]: nodes joining and leaving through Redis registrations signed with
+//!   `CLUSTER_SECRET`.
 //! - [`metrics`]: Prometheus metrics (HTTP ones recorded by `rerank_shared::telemetry`).
 //! - [`state`]: what handlers share; [`server`]: start-up.
 //!
@@ -14,6 +17,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod forward;
 pub mod metrics;
 pub mod registry;
 pub mod server;

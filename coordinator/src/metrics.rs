@@ -10,7 +10,8 @@ pub struct CoordinatorMetrics {
     registry: Registry,
     /// Client requests by route and final status, and their wall time.
     pub http: Arc<HttpMetrics>,
-    /// Attempts at nodes by node and outcome (`ok`, `retry`, `error`).
+    /// Attempts at nodes by node and outcome (`ok`; `retry`: the node answered 5xx or 429;
+    /// `error`: unreachable or a broken answer; `timeout`).
     pub attempts: IntCounterVec,
 }
 

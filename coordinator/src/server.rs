@@ -1,4 +1,5 @@
-//! Start-up: the router with its static nodes, the registry watcher, HTTP.
+//! Start-up: the router with its static nodes, the registry watcher, HTTP with its bounds
+//! (`HTTP_READ_TIMEOUT_MS` for a request's head, `MAX_CONNECTIONS` per worker).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use actix::Actor;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 use rerank_shared::config::CoordinatorConfig;
+use rerank_shared::registry::ClusterKey;
 
 use crate::actors::{AddNode, NodeSource, RouterActor, RouterSettings};
 use crate::api;
@@ -59,8 +61,16 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
             .await;
     }
     if config.redis_enabled {
-        let client = redis::Client::open(config.redis_url.as_str())?;
-        actix_web::rt::spawn(crate::registry::watch(client, router.clone()));
+        match config.cluster_secret.as_deref().and_then(ClusterKey::new) {
+            Some(key) => {
+                let client = redis::Client::open(config.redis_url.as_str())?;
+                actix_web::rt::spawn(crate::registry::watch(client, key, router.downgrade()));
+            }
+            None => tracing::warn!(
+                "REDIS_ENABLED without CLUSTER_SECRET: node registrations in Redis are ignored \
+                 (only COORDINATOR_NODES and the admin API add nodes)"
+            ),
+        }
     }
     let metrics = Arc::new(CoordinatorMetrics::new()?);
     let http_metrics = web::Data::from(metrics.http.clone());
@@ -70,7 +80,6 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
         http,
         metrics,
     });
-    let payload_limit = config.payload_limit;
     let admin = config.admin_token.is_some();
     let server = HttpServer::new(move || {
         App::new()
@@ -79,8 +88,12 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
             .wrap(from_fn(rerank_shared::telemetry::http_metrics))
             .wrap(from_fn(traced_request))
             .wrap(from_fn(rerank_shared::request_id::request_id))
-            .configure(|cfg| api::configure(cfg, payload_limit, admin))
+            .configure(|cfg| api::configure(cfg, admin))
     })
+    // The head of a request within HTTP_READ_TIMEOUT_MS (408 and closed beyond); the proxy
+    // bounds the body by the same setting.
+    .client_request_timeout(Duration::from_millis(config.http_read_timeout_ms.max(1)))
+    .max_connections(config.max_connections.max(1))
     .bind((config.host.as_str(), config.port))?;
     for addr in server.addrs() {
         tracing::info!(%addr, "coordinator listening");

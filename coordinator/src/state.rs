@@ -12,7 +12,7 @@ use crate::metrics::CoordinatorMetrics;
 pub struct CoordinatorState {
     pub config: CoordinatorConfig,
     pub router: Addr<RouterActor>,
-    /// For fetching nodes' `/admin/stats`.
+    /// The pooled client every request to a node goes through (forwards, `/admin/stats`).
     pub http: reqwest::Client,
     pub metrics: Arc<CoordinatorMetrics>,
 }

@@ -189,6 +189,7 @@ async fn one_query_lands_on_one_node_and_the_api_passes_through() {
 
     let bad = reqwest::Client::new()
         .post(format!("{}/rerank", cluster.coordinator.base))
+        .header("content-type", "application/json")
         .body("{")
         .send()
         .await
@@ -380,6 +381,7 @@ async fn nodes_registered_in_redis_join_and_leave_the_ring() {
         ("MODEL_PATH", model.as_str()),
         ("REDIS_ENABLED", "true"),
         ("REDIS_URL", url.as_str()),
+        ("CLUSTER_SECRET", "cluster-test-secret"),
     ];
     let a = NodeProcess::start(&node_env).await;
     let mut b = NodeProcess::start(&node_env).await;
@@ -389,6 +391,7 @@ async fn nodes_registered_in_redis_join_and_leave_the_ring() {
         &[
             ("REDIS_ENABLED", "true"),
             ("REDIS_URL", url.as_str()),
+            ("CLUSTER_SECRET", "cluster-test-secret"),
             ("ADMIN_TOKEN", TOKEN),
             ("HEALTH_CHECK_INTERVAL_MS", "200"),
         ],

@@ -14,6 +14,8 @@
 //! - [`api`]: the HTTP resources (TEI and Cohere shapes, health, info, metrics, OpenAPI), their
 //!   error formats and middleware.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`registration`]: this node's signed registration in the cluster registry (Redis), kept
+//!   while it runs.
 //! - [`state`]: what handlers share.
 //! - [`server`]: how a node starts: model, actors, HTTP.
 //! - [`bench`]: the engine benchmark, with PyTorch measured beside it.
@@ -28,6 +30,7 @@ pub mod cache;
 pub mod engine;
 pub mod eval;
 pub mod metrics;
+pub mod registration;
 pub mod scoring;
 pub mod server;
 pub mod state;

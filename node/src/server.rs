@@ -19,6 +19,7 @@ use crate::engine::{
     RerankBackend,
 };
 use crate::metrics::NodeMetrics;
+use crate::registration::RegistrationSettings;
 use crate::state::NodeState;
 
 /// Why a node could not start or stopped serving.
@@ -98,25 +99,22 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
     })
 }
 
-/// Starts the model, batcher and node actors (and the Redis tier when enabled); returns the
-/// node actor's address.
+/// Starts the model, batcher and node actors (and the Redis tier when enabled, with the
+/// node's cluster registration when `CLUSTER_SECRET` is set too); returns the node actor's
+/// address.
 pub fn start_actors(
     config: &NodeConfig,
     node_id: &str,
     model: &LoadedModel,
     metrics: Arc<NodeMetrics>,
 ) -> Result<Addr<NodeActor>, ServeError> {
+    let registration = RegistrationSettings::from_config(config, node_id);
     let shared = if config.redis_enabled {
-        let url = config
-            .node_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}:{}", config.host, config.port));
         let settings = SharedCacheSettings {
             url: config.redis_url.clone(),
             ttl: Duration::from_secs(config.redis_ttl_seconds),
             lock_ttl: Duration::from_millis(config.redis_lock_ttl_ms),
             op_timeout: Duration::from_millis(config.redis_timeout_ms),
-            registration: Some((node_id.to_string(), url)),
         };
         Some(SharedScoreCache::start(
             &settings,
@@ -162,7 +160,12 @@ pub fn start_actors(
         batcher_stats: stats,
         metrics,
     };
-    Ok(NodeActor::new(parts, settings).start())
+    let node = NodeActor::new(parts, settings).start();
+    if let Some(registration) = registration {
+        crate::registration::start(registration, node.downgrade())
+            .map_err(crate::cache::shared_tier::SharedCacheError::from)?;
+    }
+    Ok(node)
 }
 
 /// The precision to run: `QUANTIZATION`, except that `ENABLE_MIXED_PRECISION` turns f32 into

@@ -1,5 +1,6 @@
 //! Bearer-token checks of the admin endpoints (node and coordinator share one `ADMIN_TOKEN`).
 
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 use actix_web::{HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -13,27 +14,28 @@ pub fn bearer_matches(header: Option<&str>, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether request `headers` carry `Authorization: Bearer {token}`; never with no token set.
+pub fn is_admin(headers: &HeaderMap, token: Option<&str>) -> bool {
+    let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    token.is_some_and(|token| bearer_matches(header, token))
+}
+
 /// `Some(401)` unless `http` carries the configured admin token; `None` lets the call through.
 pub fn deny_unless_admin(http: &HttpRequest, token: Option<&str>) -> Option<HttpResponse> {
-    let header = http
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    match token {
-        Some(token) if bearer_matches(header, token) => None,
-        _ => Some(
-            HttpResponse::Unauthorized()
-                .insert_header(("www-authenticate", "Bearer"))
-                .json(
-                    json!({"error": "missing or wrong admin token", "error_type": "unauthorized"}),
-                ),
-        ),
+    if is_admin(http.headers(), token) {
+        return None;
     }
+    Some(
+        HttpResponse::Unauthorized()
+            .insert_header(("www-authenticate", "Bearer"))
+            .json(json!({"error": "missing or wrong admin token", "error_type": "unauthorized"})),
+    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::bearer_matches;
+    use super::{bearer_matches, is_admin};
+    use actix_web::http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 
     #[test]
     fn bearer_tokens_must_match_exactly() {
@@ -41,5 +43,15 @@ mod tests {
         assert!(!bearer_matches(Some("Bearer s3cre"), "s3cret"));
         assert!(!bearer_matches(Some("s3cret"), "s3cret"));
         assert!(!bearer_matches(None, "s3cret"));
+    }
+
+    #[test]
+    fn no_token_configured_admits_nobody() {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(!is_admin(&headers, None));
+        assert!(!is_admin(&HeaderMap::new(), Some("t")));
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        assert!(is_admin(&headers, Some("t")));
     }
 }

@@ -12,6 +12,8 @@
 //! - [`admin_auth`]: the bearer-token check of admin endpoints.
 //! - [`telemetry`]: logging set-up and the HTTP metrics middleware both servers run.
 //! - [`request_id`]: the `x-request-id` middleware both servers run.
+//! - [`registry`]: cluster membership in Redis, signed with `CLUSTER_SECRET` so that a Redis
+//!   writer without it cannot add a node; read with one `HGETALL`, shared by node and coordinator.
 //! - [`pair_key`]: cache keys of (model configuration, query, document, truncation) pairs,
 //!   identical on every node so that nodes can share results.
 
@@ -20,5 +22,6 @@ pub mod api;
 pub mod config;
 pub mod hash_ring;
 pub mod pair_key;
+pub mod registry;
 pub mod request_id;
 pub mod telemetry;

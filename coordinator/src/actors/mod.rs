@@ -1,16 +1,14 @@
 //! The coordinator's actors, one per file with its messages.
 //!
 //! - [`router_actor`]: owns the ring and the membership; answers "which nodes, in what order".
-//! - [`node_client`]: one per node — forwards requests over a pooled HTTP client, counts
-//!   in-flight requests, keeps a latency window, runs health checks and opens on failures.
+//! - [`node_client`]: one per node — its counters (in-flight requests, latency window, state)
+//!   and its health checks; it stops when the node leaves.
 
 pub mod node_client;
 pub mod router_actor;
 
-pub use node_client::{
-    Forward, ForwardError, ForwardedResponse, NodeClient, NodeShared, NodeState,
-};
+pub use node_client::{NodeClient, NodeShared, NodeState, Retire};
 pub use router_actor::{
-    AddNode, Candidate, DrainNode, ForgetNode, GetRing, ListNodes, NodeSnapshot, NodeSource,
-    RingView, Route, RouterActor, RouterSettings, SyncRegistry,
+    AddNode, DrainNode, ForgetNode, GetRing, ListNodes, NodeSnapshot, NodeSource, RingView, Route,
+    RouterActor, RouterSettings, SyncRegistry,
 };

@@ -1,14 +1,19 @@
-//! One node as the coordinator sees it: an HTTP client with a connection pool, the requests in
-//! flight, a latency window, and a health state fed both by periodic `GET /health` checks and
-//! by failures of real requests (passive detection opens the node at once on a connect error).
+//! One node as the coordinator sees it: the requests in flight, a latency window, and a health
+//! state fed both by periodic `GET /health` checks (this actor) and by failures of real
+//! requests (passive detection, recorded by `crate::forward`, opens the node at once on a
+//! connect error or a timeout).
+//!
+//! The actor lives exactly as long as the node is a member: the router sends [`Retire`] when it
+//! removes the node, which stops the health checks with it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
-use actix_web::web::Bytes;
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+
+use crate::forward::{ForwardError, ForwardedResponse};
 
 /// How many recent latencies feed the p50/p99 of `GET /admin/nodes`.
 const LATENCY_WINDOW: usize = 1024;
@@ -101,7 +106,13 @@ impl NodeShared {
         (Some(at(0.5)), Some(at(0.99)))
     }
 
-    fn record(&self, latency: Duration, outcome: &Result<ForwardedResponse, ForwardError>) {
+    /// Counts one finished attempt: its latency, and a failure or success for passive
+    /// detection.
+    pub(crate) fn record(
+        &self,
+        latency: Duration,
+        outcome: &Result<ForwardedResponse, ForwardError>,
+    ) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut w) = self.latencies_ms.lock() {
             if w.len() == LATENCY_WINDOW {
@@ -128,45 +139,6 @@ impl NodeShared {
         }
     }
 }
-
-/// Forward one client request to this node.
-pub struct Forward {
-    /// Path and query, e.g. `/v1/rerank`.
-    pub path: String,
-    pub body: Bytes,
-    /// Headers passed through (content type, request id, trace context).
-    pub headers: Vec<(String, String)>,
-}
-
-/// A node's answer, passed back to the client as is.
-#[derive(Debug, Clone)]
-pub struct ForwardedResponse {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
-}
-
-/// The node could not be reached or did not answer in time (the request may be retried).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{node}: {reason}")]
-pub struct ForwardError {
-    pub node: String,
-    pub reason: String,
-}
-
-impl Message for Forward {
-    type Result = Result<ForwardedResponse, ForwardError>;
-}
-
-/// Response headers worth passing back to clients.
-const PASSED_BACK: &[&str] = &[
-    "content-type",
-    "retry-after",
-    "x-compute-time",
-    "x-tokenization-time",
-    "x-queue-time",
-    "x-inference-time",
-];
 
 /// See the module docs.
 pub struct NodeClient {
@@ -215,57 +187,18 @@ impl Actor for NodeClient {
     }
 }
 
-/// Decrements the in-flight count however a forward ends.
-struct InFlight(Arc<NodeShared>);
+/// The node left the membership: stop checking it. Requests already sent to it finish on
+/// their own (they do not run in this actor).
+pub struct Retire;
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
+impl Message for Retire {
+    type Result = ();
 }
 
-impl Handler<Forward> for NodeClient {
-    type Result = ResponseFuture<Result<ForwardedResponse, ForwardError>>;
+impl Handler<Retire> for NodeClient {
+    type Result = ();
 
-    fn handle(&mut self, msg: Forward, _: &mut Context<Self>) -> Self::Result {
-        let (http, shared) = (self.http.clone(), self.shared.clone());
-        shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight(shared.clone());
-        Box::pin(async move {
-            let started = Instant::now();
-            let mut request = http
-                .post(format!("{}{}", shared.url, msg.path))
-                .body(msg.body);
-            for (name, value) in &msg.headers {
-                request = request.header(name, value);
-            }
-            let outcome = async {
-                let response = request.send().await.map_err(|e| ForwardError {
-                    node: shared.id.clone(),
-                    reason: e.to_string(),
-                })?;
-                let status = response.status().as_u16();
-                let headers = PASSED_BACK
-                    .iter()
-                    .filter_map(|h| {
-                        let v = response.headers().get(*h)?.to_str().ok()?;
-                        Some((h.to_string(), v.to_string()))
-                    })
-                    .collect();
-                let body = response.bytes().await.map_err(|e| ForwardError {
-                    node: shared.id.clone(),
-                    reason: format!("reading the answer: {e}"),
-                })?;
-                Ok(ForwardedResponse {
-                    status,
-                    headers,
-                    body,
-                })
-            }
-            .await;
-            shared.record(started.elapsed(), &outcome);
-            drop(guard);
-            outcome
-        })
+    fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }

@@ -1,8 +1,12 @@
 //! The router: owns the ring and the node membership, and orders the nodes a request may try.
 //!
-//! Membership comes from `COORDINATOR_NODES`, the admin API and, with Redis, nodes that
-//! register themselves. A node's ring points stay put while it is unhealthy (its keys come back
-//! to it when it recovers); routing just skips it.
+//! Membership comes from `COORDINATOR_NODES`, the admin API and, with Redis, nodes whose
+//! registrations are signed with `CLUSTER_SECRET`. A node's ring points stay put while it is
+//! unhealthy (its keys come back to it when it recovers); routing just skips it.
+//!
+//! A self-registered node removed through the admin API stays out while its registration is
+//! the same incarnation: the router remembers the drained incarnation and ignores it until the
+//! node registers anew (a restart) or an operator adds it back.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -11,9 +15,10 @@ use std::time::Duration;
 use actix::{Actor, Addr, Context, Handler, Message, MessageResult};
 use rerank_shared::config::Routing;
 use rerank_shared::hash_ring::{bounded_order, HashRing};
+use rerank_shared::registry::Registration;
 use serde::Serialize;
 
-use super::node_client::{NodeClient, NodeShared, NodeState};
+use super::node_client::{NodeClient, NodeShared, NodeState, Retire};
 
 /// How the router was configured.
 #[derive(Debug, Clone)]
@@ -24,12 +29,18 @@ pub struct RouterSettings {
     pub health_interval: Duration,
 }
 
-/// Where a member came from; registry members leave when their registration expires.
+/// Where a member came from. Each is a source the coordinator trusts with client traffic and
+/// the admin token: its own configuration, an operator holding the admin token, or a
+/// registration whose signature proves `CLUSTER_SECRET`. Registry members leave when their
+/// registration expires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeSource {
+    /// `COORDINATOR_NODES`.
     Static,
+    /// `POST /admin/nodes`.
     Admin,
+    /// A verified registration in Redis.
     Registry,
 }
 
@@ -37,13 +48,8 @@ struct Member {
     client: Addr<NodeClient>,
     shared: Arc<NodeShared>,
     source: NodeSource,
-}
-
-/// A node a request may go to.
-#[derive(Clone)]
-pub struct Candidate {
-    pub client: Addr<NodeClient>,
-    pub shared: Arc<NodeShared>,
+    /// The registration's incarnation (registry members only).
+    incarnation: Option<String>,
 }
 
 /// See the module docs.
@@ -52,6 +58,8 @@ pub struct RouterActor {
     http: reqwest::Client,
     ring: HashRing,
     members: HashMap<String, Member>,
+    /// Node id → the incarnation of its registration when an operator removed it.
+    drained: HashMap<String, String>,
     round_robin: usize,
 }
 
@@ -69,11 +77,12 @@ impl RouterActor {
             settings,
             http,
             members: HashMap::new(),
+            drained: HashMap::new(),
             round_robin: 0,
         }
     }
 
-    fn add(&mut self, url: &str, source: NodeSource) -> String {
+    fn add(&mut self, url: &str, source: NodeSource, incarnation: Option<String>) -> String {
         let url = url.trim().trim_end_matches('/').to_string();
         let id = node_id(&url);
         if !self.members.contains_key(&id) {
@@ -91,6 +100,7 @@ impl RouterActor {
                     client,
                     shared,
                     source,
+                    incarnation,
                 },
             );
             tracing::info!(node = %id, ?source, "node joined");
@@ -98,11 +108,13 @@ impl RouterActor {
         id
     }
 
-    fn remove(&mut self, id: &str) {
-        if self.members.remove(id).is_some() {
-            self.ring.remove(id);
-            tracing::info!(node = %id, "node left");
-        }
+    /// Takes the node out of the ring and stops its actor (its health checks).
+    fn remove(&mut self, id: &str) -> Option<Member> {
+        let member = self.members.remove(id)?;
+        self.ring.remove(id);
+        member.client.do_send(Retire);
+        tracing::info!(node = %id, "node left");
+        Some(member)
     }
 }
 
@@ -116,7 +128,7 @@ pub struct Route {
 }
 
 impl Message for Route {
-    type Result = Vec<Candidate>;
+    type Result = Vec<Arc<NodeShared>>;
 }
 
 impl Handler<Route> for RouterActor {
@@ -164,10 +176,7 @@ impl Handler<Route> for RouterActor {
             order
                 .into_iter()
                 .filter_map(|id| self.members.get(id))
-                .map(|m| Candidate {
-                    client: m.client.clone(),
-                    shared: m.shared.clone(),
-                })
+                .map(|m| m.shared.clone())
                 .collect(),
         )
     }
@@ -187,7 +196,10 @@ impl Handler<AddNode> for RouterActor {
     type Result = MessageResult<AddNode>;
 
     fn handle(&mut self, msg: AddNode, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.add(&msg.url, msg.source))
+        let id = self.add(&msg.url, msg.source, None);
+        // An operator (or the configuration) naming the node lifts an earlier drain.
+        self.drained.remove(&id);
+        MessageResult(id)
     }
 }
 
@@ -211,7 +223,8 @@ impl Handler<DrainNode> for RouterActor {
     }
 }
 
-/// Remove a node from the ring and membership.
+/// Remove a node from the ring and membership; a self-registered node stays out until it
+/// registers anew.
 pub struct ForgetNode {
     pub id: String,
 }
@@ -224,13 +237,22 @@ impl Handler<ForgetNode> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: ForgetNode, _: &mut Context<Self>) {
-        self.remove(&msg.id);
+        if let Some(Member {
+            source: NodeSource::Registry,
+            incarnation: Some(incarnation),
+            ..
+        }) = self.remove(&msg.id)
+        {
+            tracing::info!(node = %msg.id, %incarnation, "drained registration ignored until the node registers anew");
+            self.drained.insert(msg.id, incarnation);
+        }
     }
 }
 
-/// The URLs currently registered in Redis: registry members not listed leave.
+/// The registrations currently valid in Redis (signatures and expiries already checked):
+/// registry members not listed leave.
 pub struct SyncRegistry {
-    pub urls: Vec<String>,
+    pub registrations: Vec<Registration>,
 }
 
 impl Message for SyncRegistry {
@@ -241,18 +263,41 @@ impl Handler<SyncRegistry> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: SyncRegistry, _: &mut Context<Self>) {
-        let listed: Vec<String> = msg
-            .urls
+        let listed: Vec<(String, &Registration)> = msg
+            .registrations
             .iter()
-            .map(|u| node_id(u.trim_end_matches('/')))
+            .map(|r| (node_id(&r.url), r))
             .collect();
-        for url in &msg.urls {
-            self.add(url, NodeSource::Registry);
+        // A drained incarnation no longer listed has expired or been replaced: forget it.
+        self.drained.retain(|id, incarnation| {
+            listed
+                .iter()
+                .any(|(listed_id, r)| listed_id == id && &r.incarnation == incarnation)
+        });
+        let mut present = Vec::with_capacity(listed.len());
+        for (id, registration) in listed {
+            if self.drained.get(&id) == Some(&registration.incarnation) {
+                continue;
+            }
+            match self.members.get_mut(&id) {
+                Some(member) if member.source == NodeSource::Registry => {
+                    member.incarnation = Some(registration.incarnation.clone());
+                }
+                Some(_) => {}
+                None => {
+                    self.add(
+                        &registration.url,
+                        NodeSource::Registry,
+                        Some(registration.incarnation.clone()),
+                    );
+                }
+            }
+            present.push(id);
         }
         let gone: Vec<String> = self
             .members
             .iter()
-            .filter(|(id, m)| m.source == NodeSource::Registry && !listed.contains(id))
+            .filter(|(id, m)| m.source == NodeSource::Registry && !present.contains(id))
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {

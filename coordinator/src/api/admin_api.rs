@@ -1,37 +1,58 @@
-//! The admin API (routes exist only with `ADMIN_TOKEN`; every call needs `Authorization:
-//! Bearer …`): list nodes with their counters and their own `/admin/stats`, add a node, drain
-//! and remove a node, show the ring.
+//! The admin API (routes exist only with `ADMIN_TOKEN`; [`super::admin_guard`] checks the
+//! bearer token in front of all of them): list nodes with their counters and their own
+//! `/admin/stats`, add a node, drain and remove a node, show the ring.
 
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use futures_util::future::join_all;
-use rerank_shared::admin_auth::deny_unless_admin;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::error::{ApiError, GatewayError};
 use crate::actors::{AddNode, DrainNode, ForgetNode, GetRing, ListNodes, NodeSource};
 use crate::state::CoordinatorState;
 
+/// How long `GET /admin/nodes` waits for each node's own stats.
+const NODE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether a member from `source` may be sent the admin token (to read its `/admin/stats`).
+/// Only addresses the coordinator's own configuration, an operator, or a registration signed
+/// with `CLUSTER_SECRET` named: never one that merely appeared in Redis. Exhaustive, so that a
+/// new source of members must decide.
+fn trusted_with_admin_token(source: NodeSource) -> bool {
+    match source {
+        NodeSource::Static | NodeSource::Admin | NodeSource::Registry => true,
+    }
+}
+
 /// `GET /admin/nodes`: per node its state, ring share, in-flight, requests, errors, p50/p99,
 /// and its own batcher and cache figures from its `GET /admin/stats` (null when unreachable).
-pub async fn list_nodes(http: HttpRequest, state: web::Data<CoordinatorState>) -> HttpResponse {
-    if let Some(denied) = deny_unless_admin(&http, state.config.admin_token.as_deref()) {
-        return denied;
-    }
-    let nodes = state.router.send(ListNodes).await.unwrap_or_default();
-    let token = state.config.admin_token.clone().unwrap_or_default();
+pub async fn list_nodes(state: web::Data<CoordinatorState>) -> Result<HttpResponse, ApiError> {
+    let nodes = state
+        .router
+        .send(ListNodes)
+        .await
+        .map_err(|_| GatewayError::ShuttingDown)?;
+    let token = state.config.admin_token.as_deref().unwrap_or_default();
     let stats = join_all(nodes.iter().map(|n| {
-        let request = state
-            .http
-            .get(format!("{}/admin/stats", n.url))
-            .bearer_auth(&token)
-            .timeout(Duration::from_secs(2))
-            .send();
+        let request = trusted_with_admin_token(n.source).then(|| {
+            state
+                .http
+                .get(format!("{}/admin/stats", n.url))
+                .bearer_auth(token)
+                .timeout(NODE_STATS_TIMEOUT)
+                .send()
+        });
         async move {
-            match request.await {
-                Ok(r) if r.status().is_success() => r.json::<Value>().await.unwrap_or(Value::Null),
-                _ => Value::Null,
+            match request {
+                Some(request) => match request.await {
+                    Ok(r) if r.status().is_success() => {
+                        r.json::<Value>().await.unwrap_or(Value::Null)
+                    }
+                    _ => Value::Null,
+                },
+                None => Value::Null,
             }
         }
     }))
@@ -45,7 +66,7 @@ pub async fn list_nodes(http: HttpRequest, state: web::Data<CoordinatorState>) -
             v
         })
         .collect();
-    HttpResponse::Ok().json(json!({"nodes": listed}))
+    Ok(HttpResponse::Ok().json(json!({"nodes": listed})))
 }
 
 /// Body of `POST /admin/nodes`.
@@ -56,67 +77,65 @@ pub struct NewNode {
 
 /// `POST /admin/nodes {"url": "http://host:port"}`.
 pub async fn add_node(
-    http: HttpRequest,
     state: web::Data<CoordinatorState>,
     body: web::Json<NewNode>,
-) -> HttpResponse {
-    if let Some(denied) = deny_unless_admin(&http, state.config.admin_token.as_deref()) {
-        return denied;
-    }
+) -> Result<HttpResponse, ApiError> {
     let url = body.into_inner().url;
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return HttpResponse::BadRequest()
-            .json(json!({"error": "url must start with http:// or https://"}));
+        return Err(
+            GatewayError::InvalidRequest("url must start with http:// or https://".into()).into(),
+        );
     }
-    match state
+    let id = state
         .router
         .send(AddNode {
             url,
             source: NodeSource::Admin,
         })
         .await
-    {
-        Ok(id) => HttpResponse::Created().json(json!({"id": id})),
-        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
-    }
+        .map_err(|_| GatewayError::ShuttingDown)?;
+    Ok(HttpResponse::Created().json(json!({"id": id})))
 }
 
 /// `DELETE /admin/nodes/{id}`: drains the node (no new requests; in-flight ones finish, up to
-/// `DRAIN_TIMEOUT_MS`), then removes it. Answers when the node is gone.
+/// `DRAIN_TIMEOUT_MS`), then removes it. Answers when the node is gone. A self-registered node
+/// stays out until it registers anew.
 pub async fn remove_node(
-    http: HttpRequest,
     state: web::Data<CoordinatorState>,
     id: web::Path<String>,
-) -> HttpResponse {
-    if let Some(denied) = deny_unless_admin(&http, state.config.admin_token.as_deref()) {
-        return denied;
-    }
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let Ok(Some(shared)) = state.router.send(DrainNode { id: id.clone() }).await else {
-        return HttpResponse::NotFound().json(json!({"error": format!("no node {id}")}));
-    };
+    let shared = state
+        .router
+        .send(DrainNode { id: id.clone() })
+        .await
+        .map_err(|_| GatewayError::ShuttingDown)?
+        .ok_or_else(|| GatewayError::NoSuchNode(id.clone()))?;
     let started = Instant::now();
     let limit = Duration::from_millis(state.config.drain_timeout_ms);
     while shared.in_flight() > 0 && started.elapsed() < limit {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left_in_flight = shared.in_flight();
-    let _ = state.router.send(ForgetNode { id: id.clone() }).await;
-    HttpResponse::Ok().json(json!({
+    state
+        .router
+        .send(ForgetNode { id: id.clone() })
+        .await
+        .map_err(|_| GatewayError::ShuttingDown)?;
+    Ok(HttpResponse::Ok().json(json!({
         "id": id,
         "removed": true,
         "drained_ms": started.elapsed().as_millis() as u64,
         "in_flight_at_removal": left_in_flight,
-    }))
+    })))
 }
 
 /// `GET /admin/ring`.
-pub async fn ring(http: HttpRequest, state: web::Data<CoordinatorState>) -> HttpResponse {
-    if let Some(denied) = deny_unless_admin(&http, state.config.admin_token.as_deref()) {
-        return denied;
-    }
-    match state.router.send(GetRing).await {
-        Ok(view) => HttpResponse::Ok().json(view),
-        Err(e) => HttpResponse::ServiceUnavailable().json(json!({"error": e.to_string()})),
-    }
+pub async fn ring(state: web::Data<CoordinatorState>) -> Result<HttpResponse, ApiError> {
+    let view = state
+        .router
+        .send(GetRing)
+        .await
+        .map_err(|_| GatewayError::ShuttingDown)?;
+    Ok(HttpResponse::Ok().json(view))
 }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use rerank_shared::api::health::DistributedCacheHealth;
-use rerank_shared::config::{NODE_REGISTRY_PREFIX, NODE_REGISTRY_TTL_SECONDS};
 use rerank_shared::pair_key::{ModelFingerprint, PairKey};
 use tokio::sync::watch;
 
@@ -64,8 +63,6 @@ pub struct SharedCacheSettings {
     pub lock_ttl: Duration,
     /// Bound on every Redis call.
     pub op_timeout: Duration,
-    /// `(node id, base URL)` to register for coordinators, refreshed by the probe.
-    pub registration: Option<(String, String)>,
 }
 
 /// Why the tier could not be set up (a bad URL; an unreachable server is not an error).
@@ -94,7 +91,6 @@ pub struct SharedScoreCache {
     wake: Arc<watch::Sender<u64>>,
     status: Status,
     metrics: Arc<NodeMetrics>,
-    registration: Option<(String, String)>,
 }
 
 impl SharedScoreCache {
@@ -123,7 +119,6 @@ impl SharedScoreCache {
             wake: Arc::new(watch::Sender::new(0)),
             status: Status::default(),
             metrics,
-            registration: settings.registration.clone(),
         });
         actix_web::rt::spawn(probe_loop(Arc::downgrade(&cache)));
         actix_web::rt::spawn(subscriber_loop(
@@ -294,14 +289,6 @@ impl SharedScoreCache {
         let mut con = self.connection.clone();
         let mut pipe = redis::pipe();
         pipe.cmd("DBSIZE").cmd("INFO").arg("stats");
-        if let Some((id, url)) = &self.registration {
-            pipe.cmd("SET")
-                .arg(format!("{NODE_REGISTRY_PREFIX}{id}"))
-                .arg(url)
-                .arg("EX")
-                .arg(NODE_REGISTRY_TTL_SECONDS)
-                .ignore();
-        }
         // The probe bypasses the breaker: it is what closes it.
         let reply: Result<redis::RedisResult<(u64, String)>, _> =
             tokio::time::timeout(self.op_timeout, pipe.query_async(&mut con)).await;
