@@ -80,14 +80,16 @@ done
 echo "== schemathesis run $base/openapi.json (max $max_examples examples per operation, seed $seed, ${time_limit}s limit)"
 started=$SECONDS
 status=0
-timeout --kill-after=10 "$time_limit" "$venv/bin/schemathesis" run "$base/openapi.json" \
+# From the scratch directory, so that schemathesis's caches stay out of the checkout (each
+# failure is printed with a curl command that reproduces it).
+(cd "$work" && timeout --kill-after=10 "$time_limit" "$venv/bin/schemathesis" run "$base/openapi.json" \
   --checks not_a_server_error,status_code_conformance,response_schema_conformance,content_type_conformance,response_headers_conformance \
   --max-examples "$max_examples" \
   --seed "$seed" \
   --request-timeout 20 \
   --max-response-time 20 \
   --generation-database none \
-  --no-color \
+  --no-color) \
   || status=$?
 echo "== schemathesis took $((SECONDS - started)) s (exit $status)"
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
