@@ -8,7 +8,8 @@ use rerank_shared::api::cohere::{
     Meta, RerankResult, ResultDocument, Usage,
 };
 use rerank_shared::api::health::{
-    DistributedCacheHealth, Health, HealthUnavailable, Info, MicroBatcherHealth, ModelHealth,
+    CoordinatorHealth, DistributedCacheHealth, Health, HealthUnavailable, Info, MicroBatcherHealth,
+    ModelHealth,
 };
 use rerank_shared::api::openapi::{coordinator_document, node_document, RERANK_ERROR_STATUSES};
 use rerank_shared::api::tei::{ErrorResponse, ErrorType, Rank, RerankRequest};
@@ -458,12 +459,15 @@ fn real_bodies_of_each_shape_match_their_schemas() {
     // The coordinator's `/health` and the errors it makes up, as it renders them today.
     let doc = coordinator();
     let health = Validator::new(&doc, &response_schema(&doc, "/health", "get", "200"));
-    health.assert_valid(&json!({
+    let today = json!({
         "status": "degraded", "role": "coordinator", "routing": "consistent_hash",
         "nodes_total": 2, "nodes_healthy": 1,
         "nodes": [{"id": "a", "url": "http://127.0.0.1:1", "state": "healthy"},
                   {"id": "b", "url": "http://127.0.0.1:2", "state": "unhealthy"}],
-    }));
+    });
+    health.assert_valid(&today);
+    let typed: CoordinatorHealth = serde_json::from_value(today.clone()).expect("its type");
+    assert_eq!(serde_json::to_value(&typed).expect("json"), today);
     let tei_503 = Validator::new(&doc, &response_schema(&doc, "/rerank", "post", "503"));
     tei_503.assert_valid(
         &json!({"error": "no healthy node to serve the request", "error_type": "unhealthy"}),

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::config::Routing;
+
 /// The model block of `/health`: what is in effect, not what was asked for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelHealth {
@@ -76,7 +78,8 @@ pub struct CoordinatorHealth {
     /// Always `coordinator`: tells a coordinator's answer from a node's.
     pub role: String,
     /// How requests are spread: `consistent_hash` or `round_robin`.
-    pub routing: String,
+    #[schema(value_type = String)]
+    pub routing: Routing,
     pub nodes_total: usize,
     pub nodes_healthy: usize,
     pub nodes: Vec<CoordinatorNodeSummary>,
