@@ -46,7 +46,7 @@ pub async fn metrics(state: web::Data<CoordinatorState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// `GET /openapi.json`.
+/// `GET /openapi.json`: a node's rerank operations, the coordinator's own `/health`.
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(rerank_shared::api::openapi::document())
+    HttpResponse::Ok().json(rerank_shared::api::openapi::coordinator_document())
 }

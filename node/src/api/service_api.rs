@@ -1,7 +1,7 @@
 //! Service endpoints: `GET /health`, `GET /info`, `GET /metrics`, `GET /openapi.json`.
 
 use actix_web::{web, HttpResponse};
-use rerank_shared::api::health::{Health, Info, ModelHealth};
+use rerank_shared::api::health::{Health, HealthUnavailable, Info, ModelHealth};
 
 use crate::actors::GetPipelineHealth;
 use crate::engine::ModelKind;
@@ -32,8 +32,10 @@ pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
     let pipeline = match state.node.send(GetPipelineHealth).await {
         Ok(h) => h,
         Err(e) => {
-            return HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"status": "unavailable", "error": e.to_string()}))
+            return HttpResponse::ServiceUnavailable().json(HealthUnavailable {
+                status: "unavailable".into(),
+                error: e.to_string(),
+            })
         }
     };
     HttpResponse::Ok().json(Health {
@@ -77,7 +79,7 @@ pub async fn metrics(state: web::Data<NodeState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-/// `GET /openapi.json`.
+/// `GET /openapi.json`: the document derived from the wire types.
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(rerank_shared::api::openapi::document())
+    HttpResponse::Ok().json(rerank_shared::api::openapi::node_document())
 }

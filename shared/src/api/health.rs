@@ -2,9 +2,12 @@
 //! which operators already script against.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::Routing;
 
 /// The model block of `/health`: what is in effect, not what was asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelHealth {
     pub id: String,
     pub architecture: String,
@@ -16,7 +19,7 @@ pub struct ModelHealth {
 }
 
 /// The micro-batcher block of `/health`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MicroBatcherHealth {
     pub enabled: bool,
     pub total_requests: u64,
@@ -28,7 +31,7 @@ pub struct MicroBatcherHealth {
 }
 
 /// The shared-cache block of `/health`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct DistributedCacheHealth {
     pub enabled: bool,
     pub connected: bool,
@@ -38,7 +41,7 @@ pub struct DistributedCacheHealth {
 }
 
 /// `GET /health`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok` when the node can score.
     pub status: String,
@@ -48,8 +51,42 @@ pub struct Health {
     pub distributed_cache: DistributedCacheHealth,
 }
 
+/// `GET /health` when the node cannot answer (503): its pipeline did not respond.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthUnavailable {
+    /// Always `unavailable`.
+    pub status: String,
+    /// Why, for a person to read.
+    pub error: String,
+}
+
+/// One node in the coordinator's `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CoordinatorNodeSummary {
+    pub id: String,
+    pub url: String,
+    /// Routing's view of the node: `healthy`, `unhealthy` or `draining`.
+    pub state: String,
+}
+
+/// The coordinator's `GET /health`: 200 with `ok` (every node healthy) or `degraded` (some),
+/// 503 with `unavailable` (none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CoordinatorHealth {
+    /// `ok`, `degraded` or `unavailable`.
+    pub status: String,
+    /// Always `coordinator`: tells a coordinator's answer from a node's.
+    pub role: String,
+    /// How requests are spread: `consistent_hash` or `round_robin`.
+    #[schema(value_type = String)]
+    pub routing: Routing,
+    pub nodes_total: usize,
+    pub nodes_healthy: usize,
+    pub nodes: Vec<CoordinatorNodeSummary>,
+}
+
 /// `GET /info`: TEI's fields plus our model details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Info {
     pub model_id: String,
     pub model_type: String,
@@ -73,7 +110,7 @@ pub struct Info {
 }
 
 /// A node's `GET /admin/stats`: what the coordinator's `GET /admin/nodes` shows per node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeStats {
     pub node_id: String,
     pub model: ModelHealth,

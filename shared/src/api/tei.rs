@@ -1,13 +1,21 @@
 //! The text-embeddings-inference shape of `POST /rerank`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::TruncationDirection;
 
-/// `POST /rerank` request, as TEI accepts it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /rerank` request, as TEI accepts it. The examples are what the schema fuzzer's
+/// examples phase sends first (`scripts/schemathesis.sh`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(
+    json!({"query": "What is Deep Learning?", "texts": ["Deep Learning is not...", "Deep learning is..."]}),
+    json!({"query": "hello", "texts": ["hello", "goodbye"], "return_text": true})
+))]
 pub struct RerankRequest {
     pub query: String,
+    /// The texts to rank against `query`; at least one, at most `MAX_CLIENT_BATCH_SIZE` (413).
+    #[schema(min_items = 1)]
     pub texts: Vec<String>,
     /// Return the logit instead of its sigmoid.
     #[serde(default)]
@@ -18,21 +26,25 @@ pub struct RerankRequest {
     /// Truncate over-long inputs instead of rejecting them (TEI's default: false).
     #[serde(default)]
     pub truncate: Option<bool>,
+    /// Which end of an over-long text loses tokens when `truncate` is set.
     #[serde(default)]
     pub truncation_direction: TruncationDirection,
 }
 
 /// One entry of the `POST /rerank` response (a JSON array sorted by score, descending).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Rank {
+    /// The text's position in the request's `texts`.
     pub index: usize,
+    /// The sigmoid of the logit (in [0, 1]) unless `raw_scores`; a bi-encoder's cosine similarity.
     pub score: f32,
+    /// The text itself, with `return_text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
 }
 
 /// TEI's error classes; each maps to one HTTP status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     /// The request is well-formed JSON but not acceptable (too long, too many texts, bad fields).
@@ -50,8 +62,9 @@ pub enum ErrorType {
 }
 
 /// TEI's error body: `{"error": "...", "error_type": "..."}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorResponse {
+    /// What went wrong, for a person to read.
     pub error: String,
     pub error_type: ErrorType,
 }
