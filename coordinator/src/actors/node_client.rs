@@ -32,6 +32,17 @@ pub enum NodeState {
     Draining,
 }
 
+impl NodeState {
+    /// The state's name as `/health` and `/admin/nodes` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+            Self::Draining => "draining",
+        }
+    }
+}
+
 /// Counters shared between a node's actor, the router and the admin API.
 #[derive(Debug)]
 pub struct NodeShared {

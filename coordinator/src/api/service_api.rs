@@ -2,7 +2,7 @@
 //! `GET /openapi.json` (the same client API as a node).
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use rerank_shared::api::health::{CoordinatorHealth, CoordinatorNodeSummary};
 
 use crate::actors::{ListNodes, NodeState};
 use crate::state::CoordinatorState;
@@ -20,18 +20,21 @@ pub async fn health(state: web::Data<CoordinatorState>) -> HttpResponse {
         h if h == nodes.len() => "ok",
         _ => "degraded",
     };
-    let summary: Vec<_> = nodes
-        .iter()
-        .map(|n| json!({"id": n.id, "url": n.url, "state": n.state}))
-        .collect();
-    let body = json!({
-        "status": status,
-        "role": "coordinator",
-        "routing": state.config.routing,
-        "nodes_total": nodes.len(),
-        "nodes_healthy": healthy,
-        "nodes": summary,
-    });
+    let body = CoordinatorHealth {
+        status: status.into(),
+        role: "coordinator".into(),
+        routing: state.config.routing,
+        nodes_total: nodes.len(),
+        nodes_healthy: healthy,
+        nodes: nodes
+            .iter()
+            .map(|n| CoordinatorNodeSummary {
+                id: n.id.clone(),
+                url: n.url.clone(),
+                state: n.state.as_str().into(),
+            })
+            .collect(),
+    };
     if healthy == 0 {
         HttpResponse::ServiceUnavailable().json(body)
     } else {
