@@ -234,72 +234,64 @@ const MAX_TIMEOUT_MS: u64 = 3_600_000;
 /// over a thousand years).
 const MAX_TTL_SECONDS: u64 = 31_536_000;
 
-/// Checks a whole-number setting against `min..=max` (in `unit`), naming `key` when it is out.
-fn whole(key: &'static str, value: u64, min: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
-    if (min..=max).contains(&value) {
-        Ok(())
-    } else {
-        Err(ConfigError::OutOfRange {
-            key,
-            value: value.to_string(),
-            allowed: format!("a whole number of {unit} from {min} to {max}"),
-        })
+/// One whole-number setting's check: its environment name, value, smallest and largest
+/// allowed values, and the unit the message states.
+type WholeRange = (&'static str, u64, u64, u64, &'static str);
+
+/// Checks whole-number settings against their ranges, naming the first one out of range.
+fn check_whole(ranges: &[WholeRange]) -> Result<(), ConfigError> {
+    for &(key, value, min, max, unit) in ranges {
+        if !(min..=max).contains(&value) {
+            return Err(ConfigError::OutOfRange {
+                key,
+                value: value.to_string(),
+                allowed: format!("a whole number from {min} to {max} ({unit})"),
+            });
+        }
     }
+    Ok(())
 }
 
-/// [`whole`] for `usize` settings.
-fn count(
-    key: &'static str,
-    value: usize,
-    min: u64,
-    max: u64,
-    unit: &str,
-) -> Result<(), ConfigError> {
-    whole(
-        key,
-        u64::try_from(value).unwrap_or(u64::MAX),
-        min,
-        max,
-        unit,
-    )
+/// A `usize` setting as a `u64` for [`check_whole`] (saturating, so huge values stay huge).
+fn wide(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
 }
 
 /// Checks a real-number setting: finite and within `min..=max` (in `unit`).
-fn real(key: &'static str, value: f64, min: f64, max: f64, unit: &str) -> Result<(), ConfigError> {
+fn check_real(
+    key: &'static str,
+    value: f64,
+    min: f64,
+    max: f64,
+    unit: &str,
+) -> Result<(), ConfigError> {
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(())
     } else {
         Err(ConfigError::OutOfRange {
             key,
             value: format!("{value:?}"),
-            allowed: format!("a finite number of {unit} from {min} to {max}"),
+            allowed: format!("a finite number from {min} to {max} ({unit})"),
         })
     }
 }
 
-/// The settings both roles share: a listening port, the body limit and the HTTP edge's bounds.
-fn validate_http(
+/// The ranges of the settings both roles share: the listening port, the body limit and the
+/// HTTP edge's bounds.
+fn http_ranges(
     port: u16,
     payload_limit: usize,
     http_read_timeout_ms: u64,
     max_connections: usize,
-) -> Result<(), ConfigError> {
-    whole("PORT", port.into(), 1, 65_535, "a TCP port")?;
-    count("PAYLOAD_LIMIT", payload_limit, 1, 1 << 30, "bytes")?;
-    whole(
-        "HTTP_READ_TIMEOUT_MS",
-        http_read_timeout_ms,
-        1,
-        600_000,
-        "milliseconds",
-    )?;
-    count(
-        "MAX_CONNECTIONS",
-        max_connections,
-        1,
-        1_000_000,
-        "connections per HTTP worker",
-    )
+) -> [WholeRange; 4] {
+    #[rustfmt::skip]
+    let ranges: [WholeRange; 4] = [
+        ("PORT", port.into(), 1, 65_535, "a TCP port"),
+        ("PAYLOAD_LIMIT", wide(payload_limit), 1, 1 << 30, "bytes"),
+        ("HTTP_READ_TIMEOUT_MS", http_read_timeout_ms, 1, 600_000, "milliseconds"),
+        ("MAX_CONNECTIONS", wide(max_connections), 1, 1_000_000, "per HTTP worker"),
+    ];
+    ranges
 }
 
 /// The environment variable names a node reads.
@@ -364,111 +356,37 @@ impl NodeConfig {
     /// cache builders) can panic or overflow on a value that loaded. The one place to extend
     /// when a setting is added.
     fn validate(&self) -> Result<(), ConfigError> {
-        validate_http(
+        check_whole(&http_ranges(
             self.port,
             self.payload_limit,
             self.http_read_timeout_ms,
             self.max_connections,
-        )?;
-        count(
-            "MAX_PARALLEL_REQUESTS",
-            self.max_parallel_requests,
-            1,
-            65_536,
-            "requests",
-        )?;
-        // 0: refuse at once (429) whenever every slot is busy.
-        count(
-            "MAX_QUEUED_REQUESTS",
-            self.max_queued_requests,
-            0,
-            1_000_000,
-            "requests",
-        )?;
-        count(
-            "MAX_QUEUED_TOKENS",
-            self.max_queued_tokens,
-            1,
-            1 << 32,
-            "tokens",
-        )?;
-        whole(
-            "REQUEST_TIMEOUT_MS",
-            self.request_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-            "milliseconds",
-        )?;
-        // 0 disables the in-process cache.
-        whole(
-            "LOCAL_CACHE_SIZE",
-            self.local_cache_size,
-            0,
-            1 << 32,
-            "entries",
-        )?;
-        whole(
-            "LOCAL_CACHE_TTL_SECONDS",
-            self.local_cache_ttl_seconds,
-            1,
-            MAX_TTL_SECONDS,
-            "seconds",
-        )?;
-        real(
+        ))?;
+        #[rustfmt::skip]
+        let ranges: [WholeRange; 13] = [
+            ("MAX_PARALLEL_REQUESTS", wide(self.max_parallel_requests), 1, 65_536, "requests"),
+            // 0: refuse at once (429) whenever every slot is busy.
+            ("MAX_QUEUED_REQUESTS", wide(self.max_queued_requests), 0, 1_000_000, "requests"),
+            ("MAX_QUEUED_TOKENS", wide(self.max_queued_tokens), 1, 1 << 32, "tokens"),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            // 0 disables the in-process cache.
+            ("LOCAL_CACHE_SIZE", self.local_cache_size, 0, 1 << 32, "entries"),
+            ("LOCAL_CACHE_TTL_SECONDS", self.local_cache_ttl_seconds, 1, MAX_TTL_SECONDS, "seconds"),
+            ("MICRO_BATCH_MAX_SIZE", wide(self.micro_batch_max_size), 1, 65_536, "requests"),
+            ("MAX_BATCH_TOKENS", wide(self.max_batch_tokens), 1, 1 << 24, "tokens"),
+            ("MAX_CLIENT_BATCH_SIZE", wide(self.max_client_batch_size), 1, 1_000_000, "documents"),
+            // 0: one request per connection.
+            ("HTTP_KEEP_ALIVE_MS", self.http_keep_alive_ms, 0, 600_000, "milliseconds"),
+            ("REDIS_TTL_SECONDS", self.redis_ttl_seconds, 1, MAX_TTL_SECONDS, "seconds"),
+            ("REDIS_LOCK_TTL_MS", self.redis_lock_ttl_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("REDIS_TIMEOUT_MS", self.redis_timeout_ms, 1, 60_000, "milliseconds"),
+        ];
+        check_whole(&ranges)?;
+        check_real(
             "MICRO_BATCH_WINDOW_MS",
             self.micro_batch_window_ms,
             0.0,
             10_000.0,
-            "milliseconds",
-        )?;
-        count(
-            "MICRO_BATCH_MAX_SIZE",
-            self.micro_batch_max_size,
-            1,
-            65_536,
-            "requests",
-        )?;
-        count(
-            "MAX_BATCH_TOKENS",
-            self.max_batch_tokens,
-            1,
-            1 << 24,
-            "tokens",
-        )?;
-        count(
-            "MAX_CLIENT_BATCH_SIZE",
-            self.max_client_batch_size,
-            1,
-            1_000_000,
-            "documents",
-        )?;
-        // 0: one request per connection.
-        whole(
-            "HTTP_KEEP_ALIVE_MS",
-            self.http_keep_alive_ms,
-            0,
-            600_000,
-            "milliseconds",
-        )?;
-        whole(
-            "REDIS_TTL_SECONDS",
-            self.redis_ttl_seconds,
-            1,
-            MAX_TTL_SECONDS,
-            "seconds",
-        )?;
-        whole(
-            "REDIS_LOCK_TTL_MS",
-            self.redis_lock_ttl_ms,
-            1,
-            MAX_TIMEOUT_MS,
-            "milliseconds",
-        )?;
-        whole(
-            "REDIS_TIMEOUT_MS",
-            self.redis_timeout_ms,
-            1,
-            60_000,
             "milliseconds",
         )
     }
@@ -653,16 +571,24 @@ impl CoordinatorConfig {
 
     /// Range-checks every numeric setting (see [`NodeConfig`]'s `validate`).
     fn validate(&self) -> Result<(), ConfigError> {
-        validate_http(
+        check_whole(&http_ranges(
             self.port,
             self.payload_limit,
             self.http_read_timeout_ms,
             self.max_connections,
-        )?;
-        if !(self.load_bound_epsilon.is_finite()
-            && self.load_bound_epsilon > 0.0
-            && self.load_bound_epsilon <= 100.0)
-        {
+        ))?;
+        #[rustfmt::skip]
+        let ranges: [WholeRange; 6] = [
+            ("VIRTUAL_NODES", wide(self.virtual_nodes), 1, 10_000, "ring points per node"),
+            ("HEALTH_CHECK_INTERVAL_MS", self.health_check_interval_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("TOTAL_TIMEOUT_MS", self.total_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("MAX_ATTEMPTS", wide(self.max_attempts), 1, 100, "attempts"),
+            ("DRAIN_TIMEOUT_MS", self.drain_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+        ];
+        check_whole(&ranges)?;
+        // Above 0, not at it: ε = 0 would allow no node any load over the mean.
+        if self.load_bound_epsilon <= 0.0 {
             return Err(ConfigError::Invalid {
                 key: "LOAD_BOUND_EPSILON",
                 value: format!("{:?}", self.load_bound_epsilon),
@@ -670,41 +596,12 @@ impl CoordinatorConfig {
                           the mean)",
             });
         }
-        count(
-            "VIRTUAL_NODES",
-            self.virtual_nodes,
-            1,
-            10_000,
-            "ring points per node",
-        )?;
-        whole(
-            "HEALTH_CHECK_INTERVAL_MS",
-            self.health_check_interval_ms,
-            1,
-            MAX_TIMEOUT_MS,
-            "milliseconds",
-        )?;
-        whole(
-            "REQUEST_TIMEOUT_MS",
-            self.request_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-            "milliseconds",
-        )?;
-        whole(
-            "TOTAL_TIMEOUT_MS",
-            self.total_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-            "milliseconds",
-        )?;
-        count("MAX_ATTEMPTS", self.max_attempts, 1, 100, "attempts")?;
-        whole(
-            "DRAIN_TIMEOUT_MS",
-            self.drain_timeout_ms,
-            1,
-            MAX_TIMEOUT_MS,
-            "milliseconds",
+        check_real(
+            "LOAD_BOUND_EPSILON",
+            self.load_bound_epsilon,
+            0.0,
+            100.0,
+            "over the mean load",
         )
     }
 
