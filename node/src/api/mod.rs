@@ -19,9 +19,9 @@ pub mod service_api;
 pub mod tei_api;
 
 use actix_web::error::JsonPayloadError;
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest};
 
-use actix_web::middleware::from_fn;
 use edge::{EdgeRefusal, ErrorFormat};
 use error::{ApiError, CohereApiError, TeiError};
 
