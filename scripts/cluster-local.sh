@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # A 3-node cluster with a coordinator on this machine, without Docker: a private redis-server,
 # three nodes sharing it, a coordinator in front. Prints the URLs; Ctrl-C stops everything.
+# As in docker-compose.yml, Redis requires a password and the nodes sign their registrations
+# with a cluster secret: both are made up afresh for each run (REDIS_PASSWORD / CLUSTER_SECRET
+# from the environment when set).
 #
 #   scripts/cluster-local.sh                # coordinator on :8080, nodes on 8001-8003
 #   BASE_PORT=9000 scripts/cluster-local.sh # coordinator :9000, nodes 9001-9003, redis 9379
@@ -40,9 +43,16 @@ wait_for() { # url name
   echo "$2 did not start; logs in $run_dir" >&2; exit 1
 }
 
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$run_dir/redis.log" 2>&1 &
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+redis_password="${REDIS_PASSWORD:-$(random_hex 24)}"
+cluster_secret="${CLUSTER_SECRET:-$(random_hex 32)}"
+# The password reaches redis-server on its standard input (`-` reads a config from it), not on
+# its command line, where any local user could read it.
+echo "requirepass $redis_password" |
+  redis-server - --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no >"$run_dir/redis.log" 2>&1 &
 pids+=($!)
-redis_url="redis://127.0.0.1:$redis_port/0"
+redis_url="redis://:$redis_password@127.0.0.1:$redis_port/0"
+export CLUSTER_SECRET="$cluster_secret"
 nodes=()
 for i in 1 2 3; do
   port=$((node_base + i))
@@ -61,7 +71,7 @@ cat <<INFO
 cluster up (logs in $run_dir)
   coordinator  http://127.0.0.1:$base      <- clients use this
   nodes        ${nodes[*]}
-  redis        $redis_url
+  redis        redis://127.0.0.1:$redis_port/0 (password: REDISCLI_AUTH=$redis_password redis-cli -p $redis_port)
 try:
   curl -s http://127.0.0.1:$base/rerank -H 'content-type: application/json' \\
     -d '{"query": "What is the capital of France?", "texts": ["Berlin is in Germany.", "Paris is the capital of France."]}'

@@ -238,6 +238,10 @@ async fn traced_request(
     rerank_shared::telemetry::traced("node.request", req, next).await
 }
 
+/// How long a connection may linger after its response when it must be closed (a refused slow
+/// body, shutdown): time for the client to read the answer before the socket goes away.
+pub const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Loads the model and serves until the server is stopped (SIGINT/SIGTERM).
 pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     let model = load_backend(&config).await?;
@@ -266,22 +270,68 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     });
     let payload_limit = config.payload_limit;
     let admin = config.admin_token.is_some();
+    let read_timeout = Duration::from_millis(config.http_read_timeout_ms);
+    // HTTP clients in front of a node (the coordinator's pool) should let connections idle for
+    // less than this, so that they never reuse one the node is closing.
+    let keep_alive = Duration::from_millis(config.http_keep_alive_ms);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(http_metrics.clone())
+            .app_data(api::edge::BodyReadTimeout(read_timeout))
             .wrap(from_fn(rerank_shared::telemetry::http_metrics))
             .wrap(from_fn(traced_request))
             .wrap(from_fn(rerank_shared::request_id::request_id))
+            .wrap(from_fn(api::disconnect::track_requests))
             .configure(|cfg| api::configure(cfg, payload_limit, admin))
     })
-    .on_connect(api::disconnect::remember_socket)
+    // The first request's head must arrive within the read timeout (408 otherwise); later heads
+    // on a kept-alive connection are bounded by the connection watchdog (`api::disconnect`).
+    .client_request_timeout(read_timeout)
+    .keep_alive(keep_alive)
+    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+    .max_connections(config.max_connections)
+    .on_connect(move |connection, extensions| {
+        api::disconnect::remember_socket(connection, extensions, keep_alive + read_timeout)
+    })
     .bind((config.host.as_str(), config.port))?;
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");
     }
+    warn_if_descriptors_short(config.max_connections);
     server.run().await?;
     Ok(())
+}
+
+/// Warns when the open-file limit cannot hold `MAX_CONNECTIONS` on every HTTP worker: each
+/// connection takes two descriptors (the socket and the duplicate `api::disconnect` watches), and
+/// past the limit a node fails to accept, or to open anything else.
+fn warn_if_descriptors_short(max_connections: usize) {
+    // actix-web's default worker count.
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let needed = workers.saturating_mul(max_connections).saturating_mul(2);
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| open_files_limit(&limits));
+    if let Some(limit) = limit.filter(|&limit| limit < needed as u64) {
+        tracing::warn!(
+            limit,
+            needed,
+            workers,
+            max_connections,
+            "the open-file limit (ulimit -n) is below 2 descriptors per connection at \
+             MAX_CONNECTIONS on every HTTP worker: raise it or lower MAX_CONNECTIONS"
+        );
+    }
+}
+
+/// The soft "Max open files" of a `/proc/<pid>/limits` text (`None` when unlimited or absent).
+fn open_files_limit(limits: &str) -> Option<u64> {
+    limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok())
 }
 
 /// A CUDA build's choices need a GPU (and its driver even to start), so only CPU builds test here.
@@ -296,5 +346,18 @@ mod tests {
         assert!(matches!(select_device(DeviceChoice::Cpu), Ok(Device::Cpu)));
         let err = select_device(DeviceChoice::Cuda).expect_err("no CUDA in this build");
         assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
+
+    #[test]
+    fn open_files_limit_reads_the_soft_limit() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 1048576              files\n";
+        assert_eq!(open_files_limit(limits), Some(1024));
+        assert_eq!(
+            open_files_limit(
+                "Max open files            unlimited            unlimited            files"
+            ),
+            None
+        );
     }
 }

@@ -269,6 +269,7 @@ async fn request_ids_are_kept_or_assigned_on_every_response() {
     assert!(uuid_like(&assigned), "{assigned}");
     let resp = client
         .post(format!("{}/rerank", node.base))
+        .header("content-type", "application/json")
         .body("{")
         .send()
         .await

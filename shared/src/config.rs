@@ -139,6 +139,10 @@ pub struct NodeConfig {
     pub http_read_timeout_ms: u64,
     /// Open client connections per HTTP worker; further connections wait in the listen backlog.
     pub max_connections: usize,
+    /// How long an idle connection is kept open for its next request (0: one request per
+    /// connection). A kept-alive connection whose next request head has not arrived after this
+    /// plus `http_read_timeout_ms` is closed.
+    pub http_keep_alive_ms: u64,
     pub redis_enabled: bool,
     pub redis_url: String,
     pub redis_ttl_seconds: u64,
@@ -187,6 +191,7 @@ impl Default for NodeConfig {
             payload_limit: 2_000_000,
             http_read_timeout_ms: 10_000,
             max_connections: 2048,
+            http_keep_alive_ms: 15_000,
             redis_enabled: false,
             redis_url: "redis://localhost:6379/0".into(),
             redis_ttl_seconds: 600,
@@ -212,6 +217,81 @@ pub enum ConfigError {
         value: String,
         allowed: &'static str,
     },
+    /// A numeric setting outside its range (`allowed` states the range and unit).
+    #[error("configuration: invalid value {value:?} for {key}: {allowed}")]
+    OutOfRange {
+        key: &'static str,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// Longest accepted timeout, deadline or lock lifetime in milliseconds (one hour): far beyond
+/// any sensible value, and small enough that `Instant + Duration` can never overflow.
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Longest accepted cache lifetime in seconds (a year; the in-process cache refuses lifetimes
+/// over a thousand years).
+const MAX_TTL_SECONDS: u64 = 31_536_000;
+
+/// One whole-number setting's check: its environment name, value, smallest and largest
+/// allowed values, and the unit the message states.
+type WholeRange = (&'static str, u64, u64, u64, &'static str);
+
+/// Checks whole-number settings against their ranges, naming the first one out of range.
+fn check_whole(ranges: &[WholeRange]) -> Result<(), ConfigError> {
+    for &(key, value, min, max, unit) in ranges {
+        if !(min..=max).contains(&value) {
+            return Err(ConfigError::OutOfRange {
+                key,
+                value: value.to_string(),
+                allowed: format!("a whole number from {min} to {max} ({unit})"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A `usize` setting as a `u64` for [`check_whole`] (saturating, so huge values stay huge).
+fn wide(value: usize) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
+/// Checks a real-number setting: finite and within `min..=max` (in `unit`).
+fn check_real(
+    key: &'static str,
+    value: f64,
+    min: f64,
+    max: f64,
+    unit: &str,
+) -> Result<(), ConfigError> {
+    if value.is_finite() && (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::OutOfRange {
+            key,
+            value: format!("{value:?}"),
+            allowed: format!("a finite number from {min} to {max} ({unit})"),
+        })
+    }
+}
+
+/// The ranges of the settings both roles share: the listening port, the body limit and the
+/// HTTP edge's bounds.
+fn http_ranges(
+    port: u16,
+    payload_limit: usize,
+    http_read_timeout_ms: u64,
+    max_connections: usize,
+) -> [WholeRange; 4] {
+    #[rustfmt::skip]
+    let ranges: [WholeRange; 4] = [
+        ("PORT", port.into(), 1, 65_535, "a TCP port"),
+        ("PAYLOAD_LIMIT", wide(payload_limit), 1, 1 << 30, "bytes"),
+        ("HTTP_READ_TIMEOUT_MS", http_read_timeout_ms, 1, 600_000, "milliseconds"),
+        ("MAX_CONNECTIONS", wide(max_connections), 1, 1_000_000, "per HTTP worker"),
+    ];
+    ranges
 }
 
 /// The environment variable names a node reads.
@@ -238,6 +318,7 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "PAYLOAD_LIMIT",
     "HTTP_READ_TIMEOUT_MS",
     "MAX_CONNECTIONS",
+    "HTTP_KEEP_ALIVE_MS",
     "REDIS_ENABLED",
     "REDIS_URL",
     "REDIS_TTL_SECONDS",
@@ -271,31 +352,43 @@ impl NodeConfig {
         Self::load(config_file(&env, "configs/node.toml").as_deref(), &env)
     }
 
+    /// Range-checks every numeric setting, so that nothing downstream (durations, semaphores,
+    /// cache builders) can panic or overflow on a value that loaded. The one place to extend
+    /// when a setting is added.
     fn validate(&self) -> Result<(), ConfigError> {
-        let positive = |key: &'static str, v: usize| {
-            if v == 0 {
-                Err(ConfigError::Invalid {
-                    key,
-                    value: v.to_string(),
-                    allowed: "a whole number of at least 1",
-                })
-            } else {
-                Ok(())
-            }
-        };
-        positive("MAX_PARALLEL_REQUESTS", self.max_parallel_requests)?;
-        positive("MICRO_BATCH_MAX_SIZE", self.micro_batch_max_size)?;
-        positive("MAX_BATCH_TOKENS", self.max_batch_tokens)?;
-        positive("MAX_CLIENT_BATCH_SIZE", self.max_client_batch_size)?;
-        positive("PAYLOAD_LIMIT", self.payload_limit)?;
-        if !(self.micro_batch_window_ms.is_finite() && self.micro_batch_window_ms >= 0.0) {
-            return Err(ConfigError::Invalid {
-                key: "MICRO_BATCH_WINDOW_MS",
-                value: self.micro_batch_window_ms.to_string(),
-                allowed: "a number of milliseconds, 0 or more",
-            });
-        }
-        Ok(())
+        check_whole(&http_ranges(
+            self.port,
+            self.payload_limit,
+            self.http_read_timeout_ms,
+            self.max_connections,
+        ))?;
+        #[rustfmt::skip]
+        let ranges: [WholeRange; 13] = [
+            ("MAX_PARALLEL_REQUESTS", wide(self.max_parallel_requests), 1, 65_536, "requests"),
+            // 0: refuse at once (429) whenever every slot is busy.
+            ("MAX_QUEUED_REQUESTS", wide(self.max_queued_requests), 0, 1_000_000, "requests"),
+            ("MAX_QUEUED_TOKENS", wide(self.max_queued_tokens), 1, 1 << 32, "tokens"),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            // 0 disables the in-process cache.
+            ("LOCAL_CACHE_SIZE", self.local_cache_size, 0, 1 << 32, "entries"),
+            ("LOCAL_CACHE_TTL_SECONDS", self.local_cache_ttl_seconds, 1, MAX_TTL_SECONDS, "seconds"),
+            ("MICRO_BATCH_MAX_SIZE", wide(self.micro_batch_max_size), 1, 65_536, "requests"),
+            ("MAX_BATCH_TOKENS", wide(self.max_batch_tokens), 1, 1 << 24, "tokens"),
+            ("MAX_CLIENT_BATCH_SIZE", wide(self.max_client_batch_size), 1, 1_000_000, "documents"),
+            // 0: one request per connection.
+            ("HTTP_KEEP_ALIVE_MS", self.http_keep_alive_ms, 0, 600_000, "milliseconds"),
+            ("REDIS_TTL_SECONDS", self.redis_ttl_seconds, 1, MAX_TTL_SECONDS, "seconds"),
+            ("REDIS_LOCK_TTL_MS", self.redis_lock_ttl_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("REDIS_TIMEOUT_MS", self.redis_timeout_ms, 1, 60_000, "milliseconds"),
+        ];
+        check_whole(&ranges)?;
+        check_real(
+            "MICRO_BATCH_WINDOW_MS",
+            self.micro_batch_window_ms,
+            0.0,
+            10_000.0,
+            "milliseconds",
+        )
     }
 
     /// The model to load: `MODEL_PATH`, else `MODEL_ID`, else the bundled MiniLM.
@@ -472,21 +565,44 @@ impl CoordinatorConfig {
     /// Loads settings from `file` and the variables of `env` named in [`COORDINATOR_ENV_KEYS`].
     pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let settings: Self = load_layered(file, env, COORDINATOR_ENV_KEYS)?;
-        if !(settings.load_bound_epsilon.is_finite() && settings.load_bound_epsilon > 0.0) {
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Range-checks every numeric setting (see [`NodeConfig`]'s `validate`).
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_whole(&http_ranges(
+            self.port,
+            self.payload_limit,
+            self.http_read_timeout_ms,
+            self.max_connections,
+        ))?;
+        #[rustfmt::skip]
+        let ranges: [WholeRange; 6] = [
+            ("VIRTUAL_NODES", wide(self.virtual_nodes), 1, 10_000, "ring points per node"),
+            ("HEALTH_CHECK_INTERVAL_MS", self.health_check_interval_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("TOTAL_TIMEOUT_MS", self.total_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+            ("MAX_ATTEMPTS", wide(self.max_attempts), 1, 100, "attempts"),
+            ("DRAIN_TIMEOUT_MS", self.drain_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+        ];
+        check_whole(&ranges)?;
+        // Above 0, not at it: ε = 0 would allow no node any load over the mean.
+        if self.load_bound_epsilon <= 0.0 {
             return Err(ConfigError::Invalid {
                 key: "LOAD_BOUND_EPSILON",
-                value: settings.load_bound_epsilon.to_string(),
-                allowed: "a number above 0 (0.25 lets a node carry 25% over the mean)",
+                value: format!("{:?}", self.load_bound_epsilon),
+                allowed: "a number above 0 and at most 100 (0.25 lets a node carry 25% over \
+                          the mean)",
             });
         }
-        if settings.max_attempts == 0 || settings.virtual_nodes == 0 {
-            return Err(ConfigError::Invalid {
-                key: "MAX_ATTEMPTS/VIRTUAL_NODES",
-                value: format!("{}/{}", settings.max_attempts, settings.virtual_nodes),
-                allowed: "whole numbers of at least 1",
-            });
-        }
-        Ok(settings)
+        check_real(
+            "LOAD_BOUND_EPSILON",
+            self.load_bound_epsilon,
+            0.0,
+            100.0,
+            "over the mean load",
+        )
     }
 
     /// Loads from the process environment and `CONFIG_FILE` (or `configs/coordinator.toml`).
@@ -632,6 +748,162 @@ mod tests {
         assert!(err.to_string().contains("MAX_PARALLEL_REQUESTS"), "{err}");
         let err = NodeConfig::load(None, &env(&[("PORT", "eighty")])).unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    /// The message of loading `pairs` as a node (`coordinator`: as a coordinator), which must fail.
+    fn refusal(coordinator: bool, pairs: &[(&str, &str)]) -> String {
+        let loaded = if coordinator {
+            CoordinatorConfig::load(None, &env(pairs)).map(|_| ())
+        } else {
+            NodeConfig::load(None, &env(pairs)).map(|_| ())
+        };
+        match loaded {
+            Ok(()) => panic!("{pairs:?} loaded"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Zero where zero makes no sense, non-finite or negative windows and absurdly large values
+    /// stop start-up, with the key (as its environment name) and the allowed range in the
+    /// message. `MICRO_BATCH_WINDOW_MS=1e300` panicked at start-up before (`from_secs_f64`);
+    /// zero lock lifetimes and Redis timeouts were accepted.
+    #[test]
+    fn every_numeric_setting_is_range_checked() {
+        let node_cases: &[(&str, &str)] = &[
+            // zero
+            ("REDIS_LOCK_TTL_MS", "0"),
+            ("REDIS_TIMEOUT_MS", "0"),
+            ("REDIS_TTL_SECONDS", "0"),
+            ("REQUEST_TIMEOUT_MS", "0"),
+            ("HTTP_READ_TIMEOUT_MS", "0"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_QUEUED_TOKENS", "0"),
+            ("MAX_PARALLEL_REQUESTS", "0"),
+            ("MICRO_BATCH_MAX_SIZE", "0"),
+            ("MAX_BATCH_TOKENS", "0"),
+            ("MAX_CLIENT_BATCH_SIZE", "0"),
+            ("PAYLOAD_LIMIT", "0"),
+            ("LOCAL_CACHE_TTL_SECONDS", "0"),
+            ("PORT", "0"),
+            // non-finite, negative
+            ("MICRO_BATCH_WINDOW_MS", "inf"),
+            ("MICRO_BATCH_WINDOW_MS", "NaN"),
+            ("MICRO_BATCH_WINDOW_MS", "-1"),
+            // huge
+            ("MICRO_BATCH_WINDOW_MS", "1e300"),
+            ("MICRO_BATCH_WINDOW_MS", "10000.5"),
+            ("REQUEST_TIMEOUT_MS", "18446744073709551615"),
+            ("REDIS_LOCK_TTL_MS", "3600001"),
+            ("REDIS_TIMEOUT_MS", "60001"),
+            ("REDIS_TTL_SECONDS", "18446744073709551615"),
+            ("LOCAL_CACHE_TTL_SECONDS", "18446744073709551615"),
+            ("HTTP_READ_TIMEOUT_MS", "600001"),
+            ("HTTP_KEEP_ALIVE_MS", "600001"),
+            ("MAX_PARALLEL_REQUESTS", "18446744073709551615"),
+            ("MAX_QUEUED_REQUESTS", "1000001"),
+            ("MAX_QUEUED_TOKENS", "18446744073709551615"),
+            ("MAX_BATCH_TOKENS", "16777217"),
+            ("MAX_CONNECTIONS", "1000001"),
+            ("PAYLOAD_LIMIT", "1073741825"),
+            ("LOCAL_CACHE_SIZE", "18446744073709551615"),
+        ];
+        for &(key, value) in node_cases {
+            let message = refusal(false, &[(key, value)]);
+            assert!(
+                message.contains(key) && message.contains(" from "),
+                "{key}={value}: {message}"
+            );
+        }
+        let message = refusal(false, &[("MICRO_BATCH_WINDOW_MS", "1e300")]);
+        assert!(
+            message.contains("1e300") && message.contains("from 0 to 10000"),
+            "{message}"
+        );
+        let message = refusal(false, &[("REDIS_LOCK_TTL_MS", "0")]);
+        assert!(message.contains("from 1 to 3600000"), "{message}");
+
+        let coordinator_cases: &[(&str, &str)] = &[
+            ("REQUEST_TIMEOUT_MS", "0"),
+            ("TOTAL_TIMEOUT_MS", "0"),
+            ("HEALTH_CHECK_INTERVAL_MS", "0"),
+            ("DRAIN_TIMEOUT_MS", "0"),
+            ("HTTP_READ_TIMEOUT_MS", "0"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_ATTEMPTS", "0"),
+            ("VIRTUAL_NODES", "0"),
+            ("PAYLOAD_LIMIT", "0"),
+            ("PORT", "0"),
+            ("LOAD_BOUND_EPSILON", "0"),
+            ("LOAD_BOUND_EPSILON", "NaN"),
+            ("LOAD_BOUND_EPSILON", "inf"),
+            ("LOAD_BOUND_EPSILON", "1e300"),
+            ("TOTAL_TIMEOUT_MS", "18446744073709551615"),
+            ("REQUEST_TIMEOUT_MS", "3600001"),
+            ("MAX_ATTEMPTS", "101"),
+            ("VIRTUAL_NODES", "10001"),
+        ];
+        for &(key, value) in coordinator_cases {
+            let message = refusal(true, &[(key, value)]);
+            assert!(
+                message.contains(key),
+                "coordinator {key}={value}: {message}"
+            );
+        }
+    }
+
+    /// The edges of every range load, and what the binaries derive from the largest values
+    /// (durations, deadlines) cannot panic or overflow.
+    #[test]
+    fn range_edges_load_and_are_safe_to_use() {
+        let largest = NodeConfig::load(
+            None,
+            &env(&[
+                ("MICRO_BATCH_WINDOW_MS", "10000"),
+                ("REQUEST_TIMEOUT_MS", "3600000"),
+                ("REDIS_LOCK_TTL_MS", "3600000"),
+                ("REDIS_TIMEOUT_MS", "60000"),
+                ("REDIS_TTL_SECONDS", "31536000"),
+                ("LOCAL_CACHE_TTL_SECONDS", "31536000"),
+                ("HTTP_READ_TIMEOUT_MS", "600000"),
+                ("HTTP_KEEP_ALIVE_MS", "600000"),
+                ("MAX_QUEUED_TOKENS", "4294967296"),
+                ("MAX_CONNECTIONS", "1000000"),
+            ]),
+        )
+        .expect("the largest values load");
+        let now = std::time::Instant::now();
+        let window = std::time::Duration::from_secs_f64(largest.micro_batch_window_ms / 1000.0);
+        assert_eq!(window, std::time::Duration::from_secs(10));
+        for ms in [
+            largest.request_timeout_ms,
+            largest.redis_lock_ttl_ms,
+            largest.http_read_timeout_ms + largest.http_keep_alive_ms,
+        ] {
+            assert!(now
+                .checked_add(std::time::Duration::from_millis(ms))
+                .is_some());
+        }
+        let smallest = NodeConfig::load(
+            None,
+            &env(&[
+                ("MICRO_BATCH_WINDOW_MS", "0"),
+                ("MAX_QUEUED_REQUESTS", "0"),
+                ("LOCAL_CACHE_SIZE", "0"),
+                ("HTTP_KEEP_ALIVE_MS", "0"),
+                ("REDIS_LOCK_TTL_MS", "1"),
+                ("REDIS_TIMEOUT_MS", "1"),
+                ("PORT", "1"),
+            ]),
+        );
+        assert!(smallest.is_ok(), "{:?}", smallest.err());
+        let coordinator = CoordinatorConfig::load(
+            None,
+            &env(&[
+                ("LOAD_BOUND_EPSILON", "100"),
+                ("TOTAL_TIMEOUT_MS", "3600000"),
+            ]),
+        );
+        assert!(coordinator.is_ok(), "{:?}", coordinator.err());
     }
 
     #[test]

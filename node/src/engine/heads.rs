@@ -130,7 +130,9 @@ impl Pooling {
     }
 }
 
-/// Cosine similarity of two embeddings (0 when either is all zeros).
+/// Cosine similarity of two embeddings (0 when either is all zeros), clamped to [-1, 1]: f32
+/// rounding in the sums can land just outside (1.0000001 for a vector with itself), and a
+/// relevance score above 1 reads as a bug to clients.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
     for (x, y) in a.iter().zip(b) {
@@ -139,7 +141,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
         nb += y * y;
     }
     let denom = (na.sqrt() * nb.sqrt()).max(1e-12);
-    dot / denom
+    (dot / denom).clamp(-1.0, 1.0)
 }
 
 #[cfg(test)]
@@ -166,5 +168,13 @@ mod tests {
     fn cosine_of_parallel_vectors_is_one() {
         assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-6);
         assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    /// Rounding put these at ±1.0000001 before the clamp.
+    #[test]
+    fn cosine_stays_within_minus_one_and_one() {
+        assert_eq!(cosine(&[0.1, 0.4], &[0.1, 0.4]), 1.0);
+        assert_eq!(cosine(&[0.1, -0.4], &[-0.1, 0.4]), -1.0);
+        assert_eq!(cosine(&[0.1, 2.0], &[0.2, 4.0]).max(1.0), 1.0);
     }
 }

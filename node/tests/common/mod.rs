@@ -135,6 +135,11 @@ impl NodeProcess {
         );
     }
 
+    /// The process id (to read `/proc/<pid>/…`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

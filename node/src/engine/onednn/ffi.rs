@@ -3,6 +3,10 @@
 //! Handles are created once per model and freed on drop. The C side keeps per-shape primitive
 //! caches inside them, so a context and the projections used with it must be driven by one
 //! thread at a time: [`super::PackedLayers`] keeps them all behind one mutex.
+//!
+//! The C functions trust their arguments: buffer lengths, row boundaries, element types. Every
+//! safe wrapper here checks what its C function assumes and returns an error instead; the one
+//! `unsafe fn` ([`Gemm::create`]) states its contract.
 
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr::NonNull;
@@ -133,10 +137,11 @@ unsafe impl Send for Gemm {}
 
 impl Gemm {
     /// `weight` is (n × k) row-major in `kind`'s element type (`u16` bits for bf16, `i8` for
-    /// int8); `scales` (n) only for int8.
+    /// int8); `bias` (n) optional; `scales` (n) only for int8.
     ///
     /// # Safety
-    /// `weight` must point at `n × k` elements of `kind`'s type.
+    /// `weight` must point at `n × k` readable elements of `kind`'s type (the C side copies
+    /// them). The lengths of `bias` and `scales` are checked here.
     unsafe fn create(
         kind: GemmKind,
         n: usize,
@@ -146,6 +151,13 @@ impl Gemm {
         scales: Option<&[f32]>,
         epilogue: Epilogue,
     ) -> Result<Self, EngineError> {
+        // The C side reads n values of each and refuses empty or negative shapes.
+        for values in [bias, scales].into_iter().flatten() {
+            expect_len(values.len(), n)?;
+        }
+        if n == 0 || k == 0 {
+            return Err(EngineError::Internal(format!("a {n} × {k} matmul")));
+        }
         let raw = rr_gemm_create(
             kind as c_int,
             k as i64,
@@ -197,7 +209,7 @@ impl Gemm {
         bias: Option<&[f32]>,
         epilogue: Epilogue,
     ) -> Result<Self, EngineError> {
-        expect_len(weight.len(), n * k)?;
+        expect_len(weight.len(), product(n, k)?)?;
         // SAFETY: length checked above; `T` is `kind`'s element type (f32 / bf16 bits).
         unsafe { Self::create(kind, n, k, weight.as_ptr().cast(), bias, None, epilogue) }
     }
@@ -205,7 +217,7 @@ impl Gemm {
     /// An int8 projection (u8 inputs × s8 `weight`) with per-output-column `scales`; zero
     /// points, bias and residual are applied by the caller (see [`scale_rows`]).
     pub fn int8(weight: &[i8], n: usize, k: usize, scales: &[f32]) -> Result<Self, EngineError> {
-        expect_len(weight.len(), n * k)?;
+        expect_len(weight.len(), product(n, k)?)?;
         expect_len(scales.len(), n)?;
         // SAFETY: lengths checked above.
         unsafe {
@@ -263,6 +275,12 @@ impl Drop for Gemm {
     }
 }
 
+/// `a × b`, or an error where it overflows (shapes come from a model's files).
+fn product(a: usize, b: usize) -> Result<usize, EngineError> {
+    a.checked_mul(b)
+        .ok_or_else(|| EngineError::Internal(format!("a buffer of {a} × {b} values overflows")))
+}
+
 fn expect_len(got: usize, want: usize) -> Result<(), EngineError> {
     if got == want {
         Ok(())
@@ -284,7 +302,13 @@ pub struct Ctx {
 unsafe impl Send for Ctx {}
 
 impl Ctx {
+    /// A context for `heads` attention heads of `head_dim` values each (both at least 1).
     pub fn new(heads: usize, head_dim: usize, eps: f32) -> Result<Self, EngineError> {
+        if heads == 0 || head_dim == 0 || product(heads, head_dim)? > i64::MAX as usize {
+            return Err(EngineError::InvalidModel(format!(
+                "{heads} attention heads of {head_dim} values"
+            )));
+        }
         // SAFETY: plain values.
         let raw = unsafe { rr_ctx_create(heads as i64, head_dim as i64, eps) };
         NonNull::new(raw)
@@ -308,8 +332,8 @@ impl Ctx {
         x: &[X],
         y: &mut [Y],
     ) -> Result<(), EngineError> {
-        expect_len(x.len(), m * gemm.k)?;
-        expect_len(y.len(), m * gemm.n)?;
+        expect_len(x.len(), product(m, gemm.k)?)?;
+        expect_len(y.len(), product(m, gemm.n)?)?;
         // The C side reads and writes by the handle's element types: the slices must match them.
         if size_of::<X>() != gemm.input_bytes() || size_of::<Y>() != gemm.output_bytes {
             return Err(EngineError::Internal(format!(
@@ -335,17 +359,23 @@ impl Ctx {
         )
     }
 
-    /// Attention over packed sequences (`offsets`: m + 1 row boundaries).
+    /// Attention over packed sequences (`offsets`: m + 1 row boundaries, from 0, non-decreasing;
+    /// the last is the row count of `qkv` (rows × 3·hidden) and `ctx` (rows × hidden)).
     pub fn attention(
         &mut self,
         qkv: &[f32],
         offsets: &[i64],
         ctx: &mut [f32],
     ) -> Result<(), EngineError> {
-        let rows = offsets.last().copied().unwrap_or(0).max(0) as usize;
-        expect_len(qkv.len(), rows * 3 * self.hidden())?;
-        expect_len(ctx.len(), rows * self.hidden())?;
-        // SAFETY: sizes checked; offsets are non-decreasing (built by the caller from lengths).
+        check_offsets(offsets)?;
+        // `check_offsets` makes the last offset non-negative.
+        let rows = usize::try_from(offsets[offsets.len() - 1])
+            .map_err(|_| EngineError::Internal("negative row count".into()))?;
+        expect_len(qkv.len(), product(rows, product(3, self.hidden())?)?)?;
+        expect_len(ctx.len(), product(rows, self.hidden())?)?;
+        // SAFETY: the C side reads rows offsets[i]..offsets[i + 1] of qkv and writes those of
+        // ctx for each sequence i: the offsets were checked to start at 0 and never decrease,
+        // so every range lies within the `rows` rows both buffers were checked to hold.
         check(
             unsafe {
                 rr_attention(
@@ -370,7 +400,14 @@ impl Ctx {
         let h = self.hidden();
         expect_len(gamma.len(), h)?;
         expect_len(beta.len(), h)?;
-        // SAFETY: gamma/beta sizes checked, x holds whole rows.
+        // The C side normalises whole rows only: a partial last row would be read past.
+        if !x.len().is_multiple_of(h) {
+            return Err(EngineError::Internal(format!(
+                "layer norm of {} values, not whole rows of {h}",
+                x.len()
+            )));
+        }
+        // SAFETY: gamma/beta sizes checked, x holds whole rows (h > 0: see `Ctx::new`).
         check(
             unsafe {
                 rr_layer_norm(
@@ -412,6 +449,27 @@ impl Ctx {
     }
 }
 
+/// Checks the row boundaries [`Ctx::attention`] passes to C: at least one, starting at 0, never
+/// decreasing (the C side takes `offsets[i + 1] - offsets[i]` as a length and
+/// `offsets[i]` as a row index without checking either).
+fn check_offsets(offsets: &[i64]) -> Result<(), EngineError> {
+    match offsets.first() {
+        Some(0) => {}
+        first => {
+            return Err(EngineError::Internal(format!(
+                "attention offsets must start at 0, not {first:?}"
+            )))
+        }
+    }
+    if let Some(pair) = offsets.windows(2).find(|pair| pair[1] < pair[0]) {
+        return Err(EngineError::Internal(format!(
+            "attention offsets decrease ({} after {})",
+            pair[1], pair[0]
+        )));
+    }
+    Ok(())
+}
+
 impl Drop for Ctx {
     fn drop(&mut self) {
         // SAFETY: created by rr_ctx_create, freed once.
@@ -441,7 +499,7 @@ pub fn quantize_rows(
     zero_points: &mut [f32],
 ) -> Result<(), EngineError> {
     let m = x.len() / n.max(1);
-    expect_len(x.len(), m * n)?;
+    expect_len(x.len(), product(m, n)?)?;
     expect_len(q.len(), x.len())?;
     expect_len(scales.len(), m)?;
     expect_len(zero_points.len(), m)?;
@@ -471,13 +529,13 @@ pub fn scale_rows(
     acc: Option<&mut [f32]>,
 ) -> Result<(), EngineError> {
     let m = scales.len();
-    expect_len(y.len(), m * n)?;
+    expect_len(y.len(), product(m, n)?)?;
     expect_len(zero_points.len(), m)?;
     expect_len(comp.len(), n)?;
     expect_len(bias.len(), n)?;
     let acc_ptr = match acc {
         Some(a) => {
-            expect_len(a.len(), m * n)?;
+            expect_len(a.len(), product(m, n)?)?;
             a.as_mut_ptr()
         }
         None => std::ptr::null_mut(),
@@ -496,4 +554,58 @@ pub fn scale_rows(
         )
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_err<T>(r: Result<T, EngineError>) -> bool {
+        r.is_err()
+    }
+
+    /// Offsets the C side would read out of bounds with are refused before the call.
+    #[test]
+    fn attention_refuses_offsets_the_c_side_cannot_take() {
+        let (heads, dim) = (2, 4);
+        let hidden = heads * dim;
+        let mut ctx = Ctx::new(heads, dim, 1e-12).expect("context");
+        let rows = 3;
+        let qkv = vec![0.1f32; rows * 3 * hidden];
+        let mut out = vec![0f32; rows * hidden];
+        assert!(ctx.attention(&qkv, &[0, 1, 3], &mut out).is_ok());
+        for offsets in [&[][..], &[1, 3], &[-1, 3], &[0, 2, 1, 3], &[0, 4], &[0, 2]] {
+            assert!(
+                is_err(ctx.attention(&qkv, offsets, &mut out)),
+                "{offsets:?} accepted"
+            );
+        }
+    }
+
+    /// Sizes the C side trusts are checked: heads, whole rows, bias length.
+    #[test]
+    fn sizes_are_checked_before_the_c_side_sees_them() {
+        assert!(is_err(Ctx::new(0, 4, 1e-12)));
+        assert!(is_err(Ctx::new(2, 0, 1e-12)));
+        let mut ctx = Ctx::new(2, 4, 1e-12).expect("context");
+        let (gamma, beta) = (vec![1f32; 8], vec![0f32; 8]);
+        let mut partial = vec![1f32; 12];
+        assert!(is_err(ctx.layer_norm(&mut partial, &gamma, &beta)));
+        let mut whole = vec![1f32; 16];
+        assert!(ctx.layer_norm(&mut whole, &gamma, &beta).is_ok());
+        let weight = vec![0.5f32; 8 * 4];
+        assert!(is_err(Gemm::f32(
+            &weight,
+            8,
+            4,
+            Some(&[0.0; 3]),
+            Epilogue::default()
+        )));
+        assert!(is_err(Gemm::f32(&weight, 8, 5, None, Epilogue::default())));
+        assert!(is_err(Gemm::f32(&[], 0, 0, None, Epilogue::default())));
+        let gemm = Gemm::f32(&weight, 8, 4, Some(&[0.0; 8]), Epilogue::default()).expect("gemm");
+        let mut y = vec![0f32; 2 * 8];
+        assert!(ctx.gemm(&gemm, 2, &[1f32; 8], &mut y).is_ok());
+        assert!(is_err(ctx.gemm(&gemm, 3, &[1f32; 8], &mut y)));
+    }
 }
