@@ -39,6 +39,9 @@ async fn traced_request(
 pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        // Shorter than a node's keep-alive (HTTP_KEEP_ALIVE_MS, 15 s by default), so the pool
+        // never hands out a connection the node is closing.
+        .pool_idle_timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(2))
         .no_proxy()
         .build()?;

@@ -331,12 +331,6 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
-/// Redis key prefix under which nodes register themselves (`rr:nodes:{node_id}` → base URL).
-pub const NODE_REGISTRY_PREFIX: &str = "rr:nodes:";
-
-/// Lifetime of a node's registration; nodes refresh it every second.
-pub const NODE_REGISTRY_TTL_SECONDS: u64 = 5;
-
 impl NodeConfig {
     /// Loads settings from `file` (when given) and the variables of `env` named in
     /// [`NODE_ENV_KEYS`]; empty variables count as unset.

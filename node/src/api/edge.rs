@@ -19,13 +19,15 @@ use std::time::Duration;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PayloadError};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::ConnectionType;
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
+use actix_web::ResponseError;
 use actix_web::{mime, HttpMessage, HttpResponse};
 use futures_util::Stream;
-use rerank_shared::api::cohere::CohereError;
-use rerank_shared::api::tei::{ErrorResponse, ErrorType};
+
+use super::error::{ApiError, ApiErrorKind, CohereApiError, TeiError};
 use tokio::time::{Instant, Sleep};
 
 /// The time a client has to send a request body once its head has arrived (`HTTP_READ_TIMEOUT_MS`),
@@ -71,10 +73,10 @@ impl EdgeRefusal {
         }
     }
 
-    fn status(&self) -> StatusCode {
+    fn kind(&self) -> ApiErrorKind {
         match self {
-            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTimeout(_) => ApiErrorKind::BodyTimeout,
+            Self::NotJson => ApiErrorKind::NotJson,
         }
     }
 
@@ -91,19 +93,17 @@ impl EdgeRefusal {
     /// The refusal as a response in `format`. A slow body's connection is closed after it:
     /// its client has shown it cannot be trusted to send the next request any faster.
     pub fn response(&self, format: ErrorFormat) -> HttpResponse {
-        let mut builder = HttpResponse::build(self.status());
+        let error = ApiError::new(self.kind(), self.message());
+        let mut response = match format {
+            ErrorFormat::Tei => TeiError(error).error_response(),
+            ErrorFormat::Cohere => CohereApiError(error).error_response(),
+        };
         if matches!(self, Self::BodyTimeout(_)) {
-            builder.force_close();
+            response
+                .head_mut()
+                .set_connection_type(ConnectionType::Close);
         }
-        match format {
-            ErrorFormat::Tei => builder.json(ErrorResponse {
-                error: self.message(),
-                error_type: ErrorType::Validation,
-            }),
-            ErrorFormat::Cohere => builder.json(CohereError {
-                message: self.message(),
-            }),
-        }
+        response
     }
 
     /// The refusal as an actix error (for a JSON extractor's error handler).
@@ -212,6 +212,7 @@ impl Stream for DeadlineBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::StatusCode;
     use futures_util::StreamExt;
 
     /// A body that keeps coming, a byte at a time, fails at its deadline with the error the

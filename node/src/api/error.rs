@@ -41,6 +41,10 @@ pub enum ApiErrorKind {
     Empty,
     /// The body, the document list or an input is larger than allowed.
     TooLarge,
+    /// The body did not arrive within `HTTP_READ_TIMEOUT_MS` (the connection is closed after).
+    BodyTimeout,
+    /// The body is not declared as JSON.
+    NotJson,
     /// The tokenizer could not encode the input.
     Tokenizer,
     /// Admission limits were reached.
@@ -62,6 +66,8 @@ impl ApiErrorKind {
             Self::MalformedBody | Self::InvalidField | Self::Empty => StatusCode::BAD_REQUEST,
             Self::InvalidSchema | Self::Tokenizer => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Backend => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unhealthy | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,9 +78,12 @@ impl ApiErrorKind {
 
     fn tei_type(self) -> ErrorType {
         match self {
-            Self::MalformedBody | Self::InvalidSchema | Self::InvalidField | Self::TooLarge => {
-                ErrorType::Validation
-            }
+            Self::MalformedBody
+            | Self::InvalidSchema
+            | Self::InvalidField
+            | Self::TooLarge
+            | Self::BodyTimeout
+            | Self::NotJson => ErrorType::Validation,
             Self::Empty => ErrorType::Empty,
             Self::ClientClosed => ErrorType::Validation,
             Self::Tokenizer => ErrorType::Tokenizer,
