@@ -448,21 +448,27 @@ async fn a_live_owner_keeps_its_leases_and_a_dead_ones_lapse_within_one() {
     let Some(redis) = RedisProcess::start() else {
         return;
     };
-    // Default lock TTL (30 s); small passes so the owner computes for several 3 s leases.
-    let env = [("MAX_BATCH_TOKENS", "1024"), ("LOCAL_CACHE_SIZE", "0")];
+    // Default lock TTL (30 s). A thousand 256-token documents on one thread in small passes:
+    // the owner computes for many 3 s leases even on a fast CPU.
+    let env = [
+        ("MAX_BATCH_TOKENS", "1024"),
+        ("LOCAL_CACHE_SIZE", "0"),
+        ("OMP_NUM_THREADS", "1"),
+    ];
     let Some(mut owner) = start_node(&redis.url(), &env).await else {
         return;
     };
     let Some(waiter) = start_node(&redis.url(), &env).await else {
         return;
     };
-    let texts = docs("leased", 240, 40);
+    const PAIRS: u64 = 1000;
+    let texts = docs("leased", PAIRS as usize, 40);
     let owner_request = tokio::spawn({
         let (base, texts) = (owner.base.clone(), texts.clone());
         async move { rerank(&base, &texts).await }
     });
     let started = Instant::now();
-    while counts(&owner).await.0 < 240 {
+    while counts(&owner).await.0 < PAIRS {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the owner never took the locks"
@@ -477,7 +483,7 @@ async fn a_live_owner_keeps_its_leases_and_a_dead_ones_lapse_within_one() {
     tokio::time::sleep(Duration::from_secs(7)).await;
     assert_eq!(
         counts(&waiter).await.1,
-        240,
+        PAIRS,
         "the waiter waited on every pair"
     );
     assert_eq!(
@@ -492,7 +498,7 @@ async fn a_live_owner_keeps_its_leases_and_a_dead_ones_lapse_within_one() {
     owner.kill();
     let killed = Instant::now();
     // The dead owner's leases lapse; the waiter claims every pair and computes it.
-    while counts(&waiter).await.0 < 240 {
+    while counts(&waiter).await.0 < PAIRS {
         assert!(
             killed.elapsed() < Duration::from_secs(10),
             "the dead owner's locks still held {:?} after the kill (lock TTL 30 s)",
@@ -500,12 +506,17 @@ async fn a_live_owner_keeps_its_leases_and_a_dead_ones_lapse_within_one() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let taken_over = killed.elapsed();
-    let (status, _) = waiting.await.expect("joined").expect("the waiter answers");
     eprintln!(
-        "owner killed mid-computation: the waiter held its pairs {taken_over:?} later, \
-         answered {:?} later",
+        "owner killed mid-computation: the waiter held its pairs {:?} later",
         killed.elapsed()
     );
-    assert_eq!(status, 200);
+    // It computes them now; that the answer then comes is the other tests' business.
+    while waiter.metric("rerank_pairs_computed_total").await == 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "the waiter never computed the pairs it took over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    waiting.abort();
 }

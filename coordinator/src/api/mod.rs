@@ -19,12 +19,13 @@ use error::{ApiError, GatewayError};
 
 /// Registers every route; admin routes only when `admin`.
 pub fn configure(cfg: &mut web::ServiceConfig, admin: bool) {
-    cfg.route("/rerank", web::post().to(proxy_api::rerank_tei))
-        .route("/v1/rerank", web::post().to(proxy_api::rerank_v1))
-        .route("/v2/rerank", web::post().to(proxy_api::rerank_v2))
-        .route("/health", web::get().to(service_api::health))
-        .route("/metrics", web::get().to(service_api::metrics))
-        .route("/openapi.json", web::get().to(service_api::openapi));
+    // Resources rather than bare routes: another method on a known path is a 405, not a 404.
+    cfg.service(web::resource("/rerank").route(web::post().to(proxy_api::rerank_tei)))
+        .service(web::resource("/v1/rerank").route(web::post().to(proxy_api::rerank_v1)))
+        .service(web::resource("/v2/rerank").route(web::post().to(proxy_api::rerank_v2)))
+        .service(web::resource("/health").route(web::get().to(service_api::health)))
+        .service(web::resource("/metrics").route(web::get().to(service_api::metrics)))
+        .service(web::resource("/openapi.json").route(web::get().to(service_api::openapi)));
     if admin {
         // Admin bodies are small; their errors speak the admin format like every other.
         let json = web::JsonConfig::default()

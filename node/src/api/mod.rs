@@ -72,8 +72,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, payload_limit: usize, admin: bool
             .wrap(from_fn(edge::cohere_edge))
             .route(web::post().to(cohere_api::rerank_v2)),
     )
-    .route("/health", web::get().to(service_api::health))
-    .route("/info", web::get().to(service_api::info))
-    .route("/metrics", web::get().to(service_api::metrics))
-    .route("/openapi.json", web::get().to(service_api::openapi));
+    // Resources rather than bare routes: another method on a known path is a 405, not a 404.
+    .service(web::resource("/health").route(web::get().to(service_api::health)))
+    .service(web::resource("/info").route(web::get().to(service_api::info)))
+    .service(web::resource("/metrics").route(web::get().to(service_api::metrics)))
+    .service(web::resource("/openapi.json").route(web::get().to(service_api::openapi)));
 }
