@@ -436,4 +436,21 @@ async fn nodes_registered_in_redis_join_and_leave_the_ring() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(ring().await, vec![format!("127.0.0.1:{}", a.port)]);
+    // Membership was read and written all along without `KEYS`, which blocks Redis for the
+    // whole keyspace (scores included) on every call.
+    let mut con = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connected");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .expect("INFO");
+    assert!(
+        stats.contains("cmdstat_hgetall:"),
+        "the registry was read: {stats}"
+    );
+    assert!(!stats.contains("cmdstat_keys:"), "KEYS ran: {stats}");
 }
