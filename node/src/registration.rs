@@ -9,9 +9,11 @@
 use std::time::Duration;
 
 use actix::{Actor, WeakAddr};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use rerank_shared::config::NodeConfig;
 use rerank_shared::registry::{self, now_ms, ClusterKey, Registration, REFRESH_INTERVAL};
+
+use crate::cache::shared_tier::bounded_connection;
 
 /// What the node registers, where, and under which key.
 #[derive(Debug, Clone)]
@@ -63,13 +65,7 @@ pub fn start<A: Actor>(
     owner: WeakAddr<A>,
 ) -> Result<(), redis::RedisError> {
     let client = redis::Client::open(settings.redis_url.as_str())?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.op_timeout))
-        .set_response_timeout(Some(settings.op_timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+    let connection = bounded_connection(&client, settings.op_timeout)?;
     tracing::info!(node = %settings.node_id, url = %settings.url, "registering in the cluster registry");
     actix_web::rt::spawn(keep_registered(connection, settings, owner));
     Ok(())

@@ -102,13 +102,7 @@ impl SharedScoreCache {
         metrics: Arc<NodeMetrics>,
     ) -> Result<Arc<Self>, SharedCacheError> {
         let client = redis::Client::open(settings.url.as_str())?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.op_timeout))
-            .set_response_timeout(Some(settings.op_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let connection = bounded_connection(&client, settings.op_timeout)?;
         let cache = Arc::new(Self {
             connection,
             namespace: format!("rr:{}", fingerprint.as_str()),
@@ -315,6 +309,22 @@ impl SharedScoreCache {
             }
         }
     }
+}
+
+/// A lazily connecting, self-healing connection whose every call is bounded by `op_timeout`:
+/// Redis is an accelerator, so nothing may wait on it for long (the score tier and the node's
+/// registration share this set-up).
+pub fn bounded_connection(
+    client: &redis::Client,
+    op_timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(op_timeout))
+        .set_response_timeout(Some(op_timeout))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }
 
 fn encode(value: &CachedScore) -> String {
