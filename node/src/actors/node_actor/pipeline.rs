@@ -1,0 +1,356 @@
+//! The request pipeline the node actor runs for each `Rerank`: admission, keys, the local
+//! cache, the Redis tier's claims and waits, tokenization (the query once, cancellable),
+//! admission by tokens, and the batcher. Kept apart from the actor and its messages so each
+//! reads on its own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rerank_shared::pair_key::{ModelFingerprint, PairKey, TruncationKey};
+use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::{info_span, Instrument};
+
+use super::{Rerank, RerankError, RerankOutcome};
+use crate::actors::batcher_actor::{BatcherActor, Enqueue};
+use crate::admission::{Admission, TokenBudget};
+use crate::cache::shared_tier::HeldLocks;
+use crate::cache::{CachedScore, LocalScoreCache, SharedScoreCache};
+use crate::engine::{EncodedPair, RerankBackend, TruncationOptions};
+use crate::metrics::NodeMetrics;
+
+/// Everything a request's future needs, shared with the spawned futures.
+pub(super) struct Pipeline {
+    pub(super) backend: Arc<dyn RerankBackend>,
+    pub(super) fingerprint: ModelFingerprint,
+    pub(super) cache: LocalScoreCache,
+    /// The Redis tier, when `REDIS_ENABLED`.
+    pub(super) shared: Option<Arc<SharedScoreCache>>,
+    pub(super) batcher: Addr<BatcherActor>,
+    pub(super) admission: Admission,
+    pub(super) tokens: TokenBudget,
+    pub(super) metrics: Arc<NodeMetrics>,
+}
+
+/// Where a request's time went, merged over its computations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timings {
+    tokenization: Duration,
+    queue: Duration,
+    inference: Duration,
+}
+
+impl Timings {
+    fn merge(&mut self, other: Timings) {
+        self.tokenization += other.tokenization;
+        self.queue = self.queue.max(other.queue);
+        self.inference = self.inference.max(other.inference);
+    }
+}
+
+/// What a request computes for the Redis tier: pairs whose locks it holds, or pairs it computes
+/// without a lock (their owner's lock outlived its deadline, or Redis stopped answering).
+enum SharedJob {
+    Locked(HeldLocks),
+    Unlocked(Vec<PairKey>),
+}
+
+type Scores = HashMap<PairKey, CachedScore>;
+
+/// Tokenizes `documents` against `query` (the query once), checking `cancel` between documents
+/// so a departed or timed-out request stops costing CPU on the blocking pool.
+fn tokenize(
+    backend: &dyn RerankBackend,
+    query: &str,
+    documents: &[String],
+    opts: &TruncationOptions,
+    cancel: &CancellationToken,
+) -> Result<Vec<EncodedPair>, RerankError> {
+    let prepared = backend.prepare_query(query, opts)?;
+    let mut pairs = Vec::with_capacity(documents.len());
+    for document in documents {
+        if cancel.is_cancelled() {
+            return Err(RerankError::Cancelled);
+        }
+        pairs.push(backend.encode_document(&prepared, document, opts)?);
+    }
+    Ok(pairs)
+}
+
+impl Pipeline {
+    pub(super) async fn rerank(&self, msg: Rerank) -> Result<RerankOutcome, RerankError> {
+        let started = Instant::now();
+        let admitted = self.admission.admit().await;
+        if admitted.is_err() {
+            self.metrics.requests_rejected.inc();
+        }
+        let _permit = admitted?;
+        let opts = msg.options;
+        let truncation = TruncationKey {
+            truncate: opts.truncate,
+            direction: opts.direction,
+            max_tokens_per_doc: opts.max_tokens_per_doc,
+        };
+        let keys: Vec<PairKey> = msg
+            .documents
+            .iter()
+            .map(|d| PairKey::new(&self.fingerprint, &msg.query, d, &truncation))
+            .collect();
+        self.metrics.pairs_requested.inc_by(keys.len() as u64);
+
+        // Local cache first; `missing` holds the first document index of each distinct miss.
+        let mut scores: Scores = HashMap::new();
+        let mut seen: HashSet<PairKey> = HashSet::new();
+        let mut missing: Vec<usize> = Vec::new();
+        let local_span = info_span!("cache.local", pairs = keys.len(), hits = Empty).entered();
+        for (i, key) in keys.iter().enumerate() {
+            if !seen.insert(*key) {
+                continue;
+            }
+            match self.cache.get(key) {
+                Some(hit) => {
+                    scores.insert(*key, hit);
+                }
+                None => missing.push(i),
+            }
+        }
+        let cache_hits = scores.len();
+        local_span.record("hits", cache_hits);
+        drop(local_span);
+        self.metrics.local_cache_hits.inc_by(cache_hits as u64);
+        self.metrics.local_cache_misses.inc_by(missing.len() as u64);
+
+        let mut timings = Timings::default();
+        if !missing.is_empty() {
+            match &self.shared {
+                Some(shared) => {
+                    self.resolve_shared(shared, &msg, &keys, missing, &mut scores, &mut timings)
+                        .await?
+                }
+                None => {
+                    let (computed, t) = self.compute(&msg, &keys, &missing).await?;
+                    timings.merge(t);
+                    scores.extend(computed);
+                }
+            }
+        }
+
+        let mut raw_scores = Vec::with_capacity(keys.len());
+        let mut total_tokens = 0usize;
+        for key in &keys {
+            let found = scores
+                .get(key)
+                .ok_or_else(|| RerankError::Internal("a pair got no score".into()))?;
+            raw_scores.push(found.raw);
+            total_tokens += found.tokens as usize;
+        }
+        Ok(RerankOutcome {
+            raw_scores,
+            total_tokens,
+            tokenization_time: timings.tokenization,
+            queue_time: timings.queue,
+            inference_time: timings.inference,
+            total_time: started.elapsed(),
+        })
+    }
+
+    /// Resolves local misses through Redis (the protocol: `cache/shared_tier/dedup.rs`):
+    /// stored pairs are read; free pairs are locked, computed here and stored (and published)
+    /// as soon as they are computed, whatever else this request waits for; pairs another node
+    /// is computing are awaited, and taken over (computed here) when their owner gives them up
+    /// or its lock expires. A failed computation fails the request and, by dropping its
+    /// [`HeldLocks`], hands its pairs to the waiting nodes.
+    async fn resolve_shared(
+        &self,
+        shared: &Arc<SharedScoreCache>,
+        msg: &Rerank,
+        keys: &[PairKey],
+        missing: Vec<usize>,
+        scores: &mut Scores,
+        timings: &mut Timings,
+    ) -> Result<(), RerankError> {
+        let missing_keys: Vec<PairKey> = missing.iter().map(|&i| keys[i]).collect();
+        let mut unresolved = Vec::new();
+        let lookup = shared
+            .get_many(&missing_keys)
+            .instrument(info_span!("cache.redis", pairs = missing_keys.len()));
+        for (&i, found) in missing.iter().zip(lookup.await) {
+            match found {
+                Some(value) => {
+                    self.cache.insert(keys[i], value);
+                    scores.insert(keys[i], value);
+                }
+                None => unresolved.push(i),
+            }
+        }
+        if unresolved.is_empty() {
+            return Ok(());
+        }
+        let unresolved_keys: Vec<PairKey> = unresolved.iter().map(|&i| keys[i]).collect();
+        let claim = shared
+            .claim(&unresolved_keys)
+            .instrument(info_span!(
+                "cache.redis.lock",
+                pairs = unresolved_keys.len()
+            ))
+            .await;
+        let Some(claim) = claim else {
+            // Redis did not answer: nobody coordinates, compute everything here.
+            let (computed, t) = self.compute(msg, keys, &unresolved).await?;
+            timings.merge(t);
+            shared.store(&computed, None).await;
+            scores.extend(computed);
+            return Ok(());
+        };
+        for (key, value) in claim.stored {
+            self.cache.insert(key, value);
+            scores.insert(key, value);
+        }
+        let index_of: HashMap<PairKey, usize> = unresolved.iter().map(|&i| (keys[i], i)).collect();
+        let (jobs, mut job_queue) = tokio::sync::mpsc::unbounded_channel();
+        if !claim.won.keys().is_empty() {
+            let _ = jobs.send(SharedJob::Locked(claim.won));
+        }
+        let mut wait = claim.wait;
+        let wait_span = info_span!("cache.redis.wait", pairs = wait.pending());
+        let waiting = async move {
+            let mut arrived = Vec::new();
+            while let Some(step) = wait.next().await {
+                arrived.extend(step.arrived);
+                if let Some(locks) = step.taken_over {
+                    let _ = jobs.send(SharedJob::Locked(locks));
+                }
+                if !step.expired.is_empty() {
+                    let _ = jobs.send(SharedJob::Unlocked(step.expired));
+                }
+            }
+            Ok::<_, RerankError>(arrived)
+        }
+        .instrument(wait_span);
+        // Each job is computed and stored on its own, as soon as it is known: never after a wait.
+        let computing = async {
+            let mut running = FuturesUnordered::new();
+            let mut computed = Vec::new();
+            let mut t = Timings::default();
+            loop {
+                tokio::select! {
+                    Some(job) = job_queue.recv() => {
+                        running.push(self.compute_shared_job(shared, msg, keys, &index_of, job));
+                    }
+                    Some(done) = running.next() => {
+                        let (c, jt) = done?;
+                        computed.extend(c);
+                        t.merge(jt);
+                    }
+                    else => break,
+                }
+            }
+            Ok::<_, RerankError>((computed, t))
+        };
+        let ((computed, t), arrived) = tokio::try_join!(computing, waiting)?;
+        timings.merge(t);
+        scores.extend(computed);
+        for (key, value) in arrived {
+            self.cache.insert(key, value);
+            scores.insert(key, value);
+        }
+        Ok(())
+    }
+
+    /// Computes one [`SharedJob`] and stores (and publishes) its scores at once; locked pairs'
+    /// locks go with the store. On failure the job's locks are released and announced.
+    async fn compute_shared_job(
+        &self,
+        shared: &SharedScoreCache,
+        msg: &Rerank,
+        keys: &[PairKey],
+        index_of: &HashMap<PairKey, usize>,
+        job: SharedJob,
+    ) -> Result<(Vec<(PairKey, CachedScore)>, Timings), RerankError> {
+        let indices = |pairs: &[PairKey]| -> Vec<usize> {
+            pairs
+                .iter()
+                .filter_map(|k| index_of.get(k).copied())
+                .collect()
+        };
+        match job {
+            SharedJob::Locked(locks) => {
+                let (computed, t) = self.compute(msg, keys, &indices(locks.keys())).await?;
+                locks.store(&computed).await;
+                Ok((computed, t))
+            }
+            SharedJob::Unlocked(pairs) => {
+                let (computed, t) = self.compute(msg, keys, &indices(&pairs)).await?;
+                shared.store(&computed, None).await;
+                Ok((computed, t))
+            }
+        }
+    }
+
+    /// Tokenizes the documents at `indices` and scores them through the batcher.
+    async fn compute(
+        &self,
+        msg: &Rerank,
+        keys: &[PairKey],
+        indices: &[usize],
+    ) -> Result<(Vec<(PairKey, CachedScore)>, Timings), RerankError> {
+        let mut timings = Timings::default();
+        if indices.is_empty() {
+            return Ok((Vec::new(), timings));
+        }
+        let tokenize_started = Instant::now();
+        let backend = self.backend.clone();
+        let query = msg.query.clone();
+        let opts = msg.options;
+        let cancel = msg.cancel.clone();
+        let docs: Vec<String> = indices.iter().map(|&i| msg.documents[i].clone()).collect();
+        let pairs =
+            tokio::task::spawn_blocking(move || tokenize(&*backend, &query, &docs, &opts, &cancel))
+                .instrument(info_span!("tokenize", pairs = indices.len()))
+                .await
+                .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
+        timings.tokenization = tokenize_started.elapsed();
+        self.metrics
+            .tokenization_time
+            .observe(timings.tokenization.as_secs_f64());
+
+        // Admission by work: the reservation is held until these pairs are scored.
+        let tokens: usize = pairs.iter().map(EncodedPair::token_count).sum();
+        let _reservation = self.tokens.reserve(tokens).inspect_err(|_| {
+            self.metrics.requests_rejected.inc();
+        })?;
+
+        let items = indices.iter().map(|&i| keys[i]).zip(pairs).collect();
+        let receivers = self
+            .batcher
+            .send(Enqueue {
+                items,
+                cancel: msg.cancel.clone(),
+                span: tracing::Span::current(),
+            })
+            .await
+            .map_err(|e| RerankError::Internal(format!("batcher unavailable: {e}")))?;
+        let mut computed = Vec::with_capacity(indices.len());
+        let received_all = join_all(receivers)
+            .instrument(info_span!("batch.queue", pairs = indices.len()))
+            .await;
+        for (&i, received) in indices.iter().zip(received_all) {
+            let scored =
+                received.map_err(|_| RerankError::Internal("batcher dropped a pair".into()))??;
+            timings.queue = timings.queue.max(scored.queue_time);
+            timings.inference = timings.inference.max(scored.inference_time);
+            computed.push((
+                keys[i],
+                CachedScore {
+                    raw: scored.raw_score,
+                    tokens: scored.tokens,
+                },
+            ));
+        }
+        Ok((computed, timings))
+    }
+}
