@@ -237,29 +237,37 @@ impl BatcherActor {
         }
     }
 
-    /// Drops the keys nobody waits for any more from the requests whose clients left; removes
-    /// requests with nothing left to send.
-    fn drop_departed(&mut self) {
-        let entries = &mut self.entries;
-        let metrics = &self.metrics;
-        let mut freed = 0;
-        for request in self.queue.iter_mut().filter(|r| r.cancel.is_cancelled()) {
-            request.keys.retain(|key| {
-                let Some(entry) = entries.get_mut(key) else {
-                    return false;
-                };
-                entry.waiters.retain(|w| !w.is_gone());
-                if !entry.waiters.is_empty() {
-                    return true; // another request shares this pair
-                }
-                if let Some(pair) = entries.remove(key).and_then(|e| e.pair) {
-                    freed += pair.token_count();
-                }
-                metrics.pairs_dropped.inc();
-                false
-            });
+    /// Whether `key` still has someone waiting for it. A pair nobody waits for any more is
+    /// dropped here — the one place that counts `pairs_dropped` and gives back its tokens.
+    fn keep_if_awaited(&mut self, key: &PairKey) -> bool {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return false;
+        };
+        entry.waiters.retain(|w| !w.is_gone());
+        if !entry.waiters.is_empty() {
+            return true;
         }
-        self.pending_tokens = self.pending_tokens.saturating_sub(freed);
+        if let Some(pair) = self.entries.remove(key).and_then(|e| e.pair) {
+            self.pending_tokens = self.pending_tokens.saturating_sub(pair.token_count());
+        }
+        self.metrics.pairs_dropped.inc();
+        false
+    }
+
+    /// Drops the keys nobody waits for any more from the requests whose clients left (keeping
+    /// those another request shares); removes requests with nothing left to send.
+    fn drop_departed(&mut self) {
+        for index in 0..self.queue.len() {
+            if !self.queue[index].cancel.is_cancelled() {
+                continue;
+            }
+            let keys = std::mem::take(&mut self.queue[index].keys);
+            let kept = keys
+                .into_iter()
+                .filter(|key| self.keep_if_awaited(key))
+                .collect();
+            self.queue[index].keys = kept;
+        }
         self.queue.retain(|r| !r.keys.is_empty());
     }
 
@@ -274,38 +282,30 @@ impl BatcherActor {
         taken: &mut usize,
         pass: &mut Pass,
     ) -> bool {
-        let budget = self.settings.max_tokens;
         loop {
-            let Some(request) = self.queue.get_mut(index) else {
+            let Some(&key) = self.queue.get(index).and_then(|r| r.keys.front()) else {
                 return false;
             };
-            let Some(&key) = request.keys.front() else {
-                return false;
-            };
-            let Some(entry) = self.entries.get_mut(&key) else {
-                request.keys.pop_front();
-                continue;
-            };
-            entry.waiters.retain(|w| !w.is_gone());
-            let tokens = entry.pair.as_ref().map_or(0, EncodedPair::token_count);
-            if entry.waiters.is_empty() {
-                self.entries.remove(&key);
-                self.metrics.pairs_dropped.inc();
-                request.keys.pop_front();
-                self.pending_tokens = self.pending_tokens.saturating_sub(tokens);
+            if !self.keep_if_awaited(&key) {
+                self.queue[index].keys.pop_front();
                 continue;
             }
+            let Some(entry) = self.entries.get_mut(&key) else {
+                return false; // kept above, so present
+            };
+            let tokens = entry.pair.as_ref().map_or(0, EncodedPair::token_count);
             let over_share = *taken > 0 && *taken + tokens > share;
-            let over_budget = !pass.keys.is_empty() && pass.tokens + tokens > budget;
+            let over_budget =
+                !pass.keys.is_empty() && pass.tokens + tokens > self.settings.max_tokens;
             if over_share || over_budget {
                 return false;
             }
-            request.keys.pop_front();
-            self.pending_tokens = self.pending_tokens.saturating_sub(tokens);
             if let Some(pair) = entry.pair.take() {
                 *taken += tokens;
                 pass.push(key, pair);
             }
+            self.queue[index].keys.pop_front();
+            self.pending_tokens = self.pending_tokens.saturating_sub(tokens);
             return true;
         }
     }

@@ -258,13 +258,7 @@ impl PairTokenizer {
         opts: &TruncationOptions,
     ) -> Result<TokenIds, EngineError> {
         let doc = self.document_ids(document, opts)?;
-        let total = query.full_len + doc.len() + self.added_pair;
-        if total > self.max_length && !opts.truncate {
-            return Err(EngineError::InputTooLong {
-                given: total,
-                max: self.max_length,
-            });
-        }
+        self.check_length(query.full_len + doc.len() + self.added_pair, opts)?;
         let budget = self.max_length - self.added_pair;
         let (n_query, n_doc) = longest_first(query.full_len, doc.len(), budget);
         self.finish(
@@ -280,15 +274,21 @@ impl PairTokenizer {
         opts: &TruncationOptions,
     ) -> Result<TokenIds, EngineError> {
         let ids = self.document_ids(text, opts)?;
-        let total = ids.len() + self.added_single;
+        self.check_length(ids.len() + self.added_single, opts)?;
+        let budget = self.max_length.saturating_sub(self.added_single);
+        self.finish(keep(&ids, budget, opts.direction), None)
+    }
+
+    /// An input of `total` tokens (special tokens included) over the model's limit is an error
+    /// unless it is to be truncated.
+    fn check_length(&self, total: usize, opts: &TruncationOptions) -> Result<(), EngineError> {
         if total > self.max_length && !opts.truncate {
             return Err(EngineError::InputTooLong {
                 given: total,
                 max: self.max_length,
             });
         }
-        let budget = self.max_length.saturating_sub(self.added_single);
-        self.finish(keep(&ids, budget, opts.direction), None)
+        Ok(())
     }
 
     /// Adds the template's special tokens and token types to already-truncated ids.
