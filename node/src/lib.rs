@@ -2,9 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`engine`]: model loading (local directory or hub), tokenization, the candle forward pass
-//!   of BERT/XLM-RoBERTa cross-encoders and sentence-transformers bi-encoders, behind the
-//!   [`engine::RerankBackend`] trait.
+//! - The model itself (loading, tokenization, forward passes) is the `rerank-engine` crate, seen
+//!   only through its `RerankBackend` trait and `load`.
 //! - [`actors`]: the actix pipeline `NodeActor` (admission, cache, keys) → `BatcherActor`
 //!   (micro-batching, in-flight dedup) → `ModelActor` (the model on its own thread, so forward
 //!   passes never block the HTTP event loop).
@@ -27,7 +26,6 @@ pub mod admission;
 pub mod api;
 pub mod bench;
 pub mod cache;
-pub mod engine;
 pub mod eval;
 pub mod metrics;
 pub mod registration;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use rerank_engine::{Kernels, Precision};
 use rerank_node::bench::{self, BenchSettings};
-use rerank_node::engine::{Kernels, Precision};
 use rerank_node::eval::{self, EvalModel, EvalSet, EvalSettings};
 use rerank_shared::config::{CpuKernels, NodeConfig, Quantization, DEFAULT_MODEL_PATH};
 use rerank_shared::telemetry;

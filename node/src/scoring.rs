@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::{Rerank, RerankOutcome};
 use crate::api::disconnect::ClientSocket;
 use crate::api::error::{ApiError, ApiErrorKind};
-use crate::engine::TruncationOptions;
 use crate::state::NodeState;
+use rerank_engine::TruncationOptions;
 
 /// Checks the document count against the node's limits.
 pub fn check_document_count(state: &NodeState, count: usize, field: &str) -> Result<(), ApiError> {

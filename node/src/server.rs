@@ -14,13 +14,13 @@ use crate::actors::{
 };
 use crate::api;
 use crate::cache::{LocalScoreCache, SharedCacheSettings, SharedScoreCache};
-use crate::engine::{
-    CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, ModelSource, Precision,
-    RerankBackend,
-};
 use crate::metrics::NodeMetrics;
 use crate::registration::RegistrationSettings;
 use crate::state::NodeState;
+use rerank_engine::{
+    CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, ModelSource, Precision,
+    RerankBackend,
+};
 
 /// Why a node could not start or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +183,7 @@ fn mixed_precision(config: &NodeConfig, device: &Device, kernels: Kernels) -> Pr
             "ENABLE_MIXED_PRECISION ignored: QUANTIZATION already sets the precision"
         );
         asked
-    } else if device.is_cpu() && kernels == Kernels::OneDnn && crate::engine::native_bf16() {
+    } else if device.is_cpu() && kernels == Kernels::OneDnn && rerank_engine::native_bf16() {
         tracing::info!("ENABLE_MIXED_PRECISION: bf16 compute on oneDNN (the CPU has native bf16)");
         Precision::Bf16
     } else if device.is_cuda() {

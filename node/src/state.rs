@@ -6,8 +6,8 @@ use actix::Addr;
 use rerank_shared::config::NodeConfig;
 
 use crate::actors::NodeActor;
-use crate::engine::RerankBackend;
 use crate::metrics::NodeMetrics;
+use rerank_engine::RerankBackend;
 
 /// Shared state of a running node, handed to handlers as `web::Data<NodeState>`.
 pub struct NodeState {

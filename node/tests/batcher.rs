@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Context, Handler, ResponseFuture};
+use rerank_engine::{EncodedPair, EngineError, TokenIds};
 use rerank_node::actors::batcher_actor::{Enqueue, PairOutcome};
 use rerank_node::actors::{BatcherActor, BatcherSettings, BatcherStats, ScorePairs, ScoredPairs};
 use rerank_node::cache::LocalScoreCache;
-use rerank_node::engine::{EncodedPair, EngineError, TokenIds};
 use rerank_node::metrics::NodeMetrics;
 use rerank_shared::pair_key::PairKey;
 use tokio::sync::oneshot;

@@ -124,7 +124,7 @@ async fn mixed_precision_computes_bf16_only_where_the_cpu_has_it() {
         return;
     };
     let health = node.health().await;
-    let expected = if rerank_node::engine::native_bf16() {
+    let expected = if rerank_engine::native_bf16() {
         "bf16"
     } else {
         "none"

@@ -41,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::model_actor::{ScorePairs, ScoredPairs};
 use crate::cache::{CachedScore, LocalScoreCache};
-use crate::engine::EncodedPair;
 use crate::metrics::NodeMetrics;
+use rerank_engine::EncodedPair;
 
 /// How the batcher groups work.
 #[derive(Debug, Clone, Copy)]

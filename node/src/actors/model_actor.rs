@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Handler, Message, SyncContext};
 
-use crate::engine::{EncodedPair, EngineError, RerankBackend};
+use rerank_engine::{EncodedPair, EngineError, RerankBackend};
 
 /// Score already-tokenized pairs.
 #[derive(Debug)]

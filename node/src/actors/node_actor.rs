@@ -26,8 +26,8 @@ use pipeline::Pipeline;
 use super::batcher_actor::{BatcherActor, BatcherSettings, BatcherStats, ComputeError};
 use crate::admission::{Admission, Overloaded, TokenBudget, TokensRefused};
 use crate::cache::{LocalScoreCache, SharedScoreCache};
-use crate::engine::{EngineError, RerankBackend, TruncationOptions};
 use crate::metrics::NodeMetrics;
+use rerank_engine::{EngineError, RerankBackend, TruncationOptions};
 
 /// Score `documents` against `query`.
 pub struct Rerank {

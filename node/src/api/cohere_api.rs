@@ -7,9 +7,9 @@ use rerank_shared::api::cohere::{
 };
 
 use super::error::{ApiError, ApiErrorKind, CohereApiError};
-use crate::engine::{ModelKind, TruncationOptions};
 use crate::scoring::{check_document_count, ranking, score_documents, sigmoid, timing_headers};
 use crate::state::NodeState;
+use rerank_engine::{ModelKind, TruncationOptions};
 use rerank_shared::request_id::RequestId;
 
 /// The API generation a request came in on; it sets defaults.

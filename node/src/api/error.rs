@@ -12,7 +12,7 @@ use rerank_shared::api::tei::{ErrorResponse, ErrorType};
 
 use crate::actors::RerankError;
 use crate::admission::TokensRefused;
-use crate::engine::EngineError;
+use rerank_engine::EngineError;
 
 /// Seconds a client is asked to wait after a 429.
 const RETRY_AFTER_SECONDS: &str = "1";

@@ -4,8 +4,8 @@ use actix_web::{web, HttpResponse};
 use rerank_shared::api::health::{Health, HealthUnavailable, Info, ModelHealth};
 
 use crate::actors::GetPipelineHealth;
-use crate::engine::ModelKind;
 use crate::state::NodeState;
+use rerank_engine::ModelKind;
 
 fn kind_name(kind: ModelKind) -> &'static str {
     match kind {

@@ -2,11 +2,12 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use rerank_shared::api::tei::{Rank, RerankRequest};
+use rerank_shared::api::TruncationDirection;
 
 use super::error::TeiError;
-use crate::engine::{ModelKind, TruncationOptions};
 use crate::scoring::{check_document_count, ranking, score_documents, sigmoid, timing_headers};
 use crate::state::NodeState;
+use rerank_engine::{ModelKind, TruncationOptions};
 
 /// Scores `texts` against `query`; returns `[{index, score, text?}]`, best first.
 ///
@@ -21,7 +22,10 @@ pub async fn rerank(
     check_document_count(&state, req.texts.len(), "texts")?;
     let opts = TruncationOptions {
         truncate: req.truncate.unwrap_or(false),
-        direction: req.truncation_direction,
+        direction: match req.truncation_direction {
+            TruncationDirection::Left => rerank_engine::TruncationDirection::Left,
+            TruncationDirection::Right => rerank_engine::TruncationDirection::Right,
+        },
         max_tokens_per_doc: None,
     };
     let texts = req.return_text.then(|| req.texts.clone());

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
-use crate::engine::EngineError;
+use rerank_engine::EngineError;
 
 /// Files copied unchanged from the encoder's directory.
 const TOKENIZER_FILES: &[&str] = &[

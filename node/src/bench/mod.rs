@@ -15,7 +15,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use crate::engine::{
+use rerank_engine::{
     CandleReranker, EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision,
     RerankBackend, TruncationOptions,
 };

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use super::mode_run::ModeRun;
 use super::EvalError;
-use crate::engine::Precision;
+use rerank_engine::Precision;
 
 /// How to start a mode's child process.
 #[derive(Debug, Clone)]

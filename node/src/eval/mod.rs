@@ -17,7 +17,7 @@ pub mod data;
 pub mod mode_run;
 pub mod model_choice;
 pub mod peak_rss;
-pub mod rank_metrics;
+pub use rerank_engine::rank_metrics;
 pub mod report;
 
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ pub use mode_run::{score_in_mode, ModeRun};
 pub use model_choice::EvalModel;
 pub use report::{EvalReport, ModeRow};
 
-use crate::engine::{EngineError, Precision};
+use rerank_engine::{EngineError, Precision};
 
 /// Failures of the accuracy report.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::data::{EvalQuery, EvalSet};
 use super::peak_rss::peak_rss_bytes;
 use super::EvalError;
-use crate::engine::{
+use rerank_engine::{
     CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, ModelKind, Precision,
     RerankBackend, TruncationOptions,
 };

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::EvalError;
 use crate::bench::checkpoint;
-use crate::engine::{EngineError, ModelFiles, ModelSource};
+use rerank_engine::{EngineError, ModelFiles, ModelSource};
 
 /// The model to evaluate.
 #[derive(Debug, Clone)]

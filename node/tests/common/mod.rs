@@ -20,9 +20,10 @@ pub fn crate_dir() -> PathBuf {
     }
 }
 
-/// The test fixtures (`node/tests/fixtures`).
+/// The model fixtures (`engine/tests/fixtures`: tiny checkpoints the engine's parity tests check
+/// against transformers).
 pub fn fixtures() -> PathBuf {
-    crate_dir().join("tests/fixtures")
+    workspace_root().join("engine/tests/fixtures")
 }
 
 /// The workspace root.

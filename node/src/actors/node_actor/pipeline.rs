@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use futures_util::future::join_all;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use rerank_shared::api::TruncationDirection;
 use rerank_shared::pair_key::{ModelFingerprint, PairKey, TruncationKey};
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
@@ -20,8 +21,8 @@ use crate::actors::batcher_actor::{BatcherActor, Enqueue};
 use crate::admission::{Admission, TokenBudget};
 use crate::cache::shared_tier::HeldLocks;
 use crate::cache::{CachedScore, LocalScoreCache, SharedScoreCache};
-use crate::engine::{EncodedPair, RerankBackend, TruncationOptions};
 use crate::metrics::NodeMetrics;
+use rerank_engine::{EncodedPair, RerankBackend, TruncationOptions};
 
 /// Everything a request's future needs, shared with the spawned futures.
 pub(super) struct Pipeline {
@@ -92,7 +93,10 @@ impl Pipeline {
         let opts = msg.options;
         let truncation = TruncationKey {
             truncate: opts.truncate,
-            direction: opts.direction,
+            direction: match opts.direction {
+                rerank_engine::TruncationDirection::Left => TruncationDirection::Left,
+                rerank_engine::TruncationDirection::Right => TruncationDirection::Right,
+            },
             max_tokens_per_doc: opts.max_tokens_per_doc,
         };
         let keys: Vec<PairKey> = msg

@@ -4,10 +4,20 @@
 //! says 128 and fixed padding): we truncate `longest_first` to the model's real limit, as
 //! `transformers` and sentence-transformers do, and pad per batch in the encoder.
 
-use rerank_shared::api::TruncationDirection;
 use tokenizers::{Encoding, PostProcessor, Token, Tokenizer};
 
 use super::EngineError;
+
+/// Which end of an over-long input loses tokens (TEI's `truncation_direction`; the parity
+/// fixtures spell it `Left` / `Right`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+pub enum TruncationDirection {
+    #[serde(alias = "left", alias = "LEFT")]
+    Left,
+    #[default]
+    #[serde(alias = "right", alias = "RIGHT")]
+    Right,
+}
 
 /// How one request wants over-long inputs handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

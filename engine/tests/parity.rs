@@ -16,12 +16,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use device::test_device;
-use rerank_node::engine::heads::raw_score;
-use rerank_node::engine::{
+use rerank_engine::heads::raw_score;
+use rerank_engine::{
     CandleReranker, EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision,
-    RerankBackend, TruncationOptions,
+    RerankBackend, TruncationDirection, TruncationOptions,
 };
-use rerank_shared::api::TruncationDirection;
 use serde::Deserialize;
 
 const TOLERANCE: f32 = 1e-4;

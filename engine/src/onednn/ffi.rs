@@ -11,7 +11,7 @@
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr::NonNull;
 
-use crate::engine::EngineError;
+use crate::EngineError;
 
 #[repr(C)]
 struct RawGemm {

@@ -23,6 +23,7 @@ pub mod model_files;
 #[cfg(has_onednn)]
 pub mod onednn;
 pub mod precision;
+pub mod rank_metrics;
 pub mod reranker;
 pub mod tokenize;
 
@@ -34,7 +35,7 @@ pub use encoder::Kernels;
 pub use model_files::{ModelFiles, ModelSource};
 pub use precision::Precision;
 pub use reranker::{CandleReranker, LoadOptions, SUPPORTED_ARCHITECTURES};
-pub use tokenize::{QueryIds, TokenIds, TruncationOptions};
+pub use tokenize::{QueryIds, TokenIds, TruncationDirection, TruncationOptions};
 
 /// Whether this build and CPU compute bf16 natively (oneDNN kernels on a CPU with AVX512-BF16 or
 /// AMX-BF16): where `ENABLE_MIXED_PRECISION` gains speed rather than only losing accuracy.

@@ -16,7 +16,7 @@
 //!   symmetric range would waste half the levels), int32 accumulation; bias, residual,
 //!   LayerNorm, GELU and attention stay f32. Without VNNI the weights keep to ±63 (7 bits):
 //!   oneDNN's AVX2 int8 kernels sum u8×s8 product pairs in saturating int16.
-//! - bf16 needs AVX512-BF16; elsewhere [`crate::engine::encoder`] leaves bf16 to candle.
+//! - bf16 needs AVX512-BF16; elsewhere [`crate::encoder`] leaves bf16 to candle.
 //!
 //! f16 has no fast CPU kernel here and stays on the candle path (f16 weights, f32 compute).
 

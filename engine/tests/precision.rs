@@ -12,11 +12,11 @@ mod device;
 use std::path::Path;
 
 use device::test_device;
-use rerank_node::engine::{
+use rerank_engine::rank_metrics;
+use rerank_engine::{
     CandleReranker, EncodedPair, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend,
     TruncationOptions,
 };
-use rerank_node::eval::rank_metrics;
 use serde::Deserialize;
 
 #[derive(Deserialize)]

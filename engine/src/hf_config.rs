@@ -185,7 +185,7 @@ mod tests {
 
     use candle_core::Device;
 
-    use crate::engine::{CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, Precision};
+    use crate::{CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, Precision};
 
     /// A copy of fixture `name` in a directory of its own, with `edit` applied to its
     /// `config.json`; removed when dropped.
