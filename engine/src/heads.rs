@@ -1,78 +1,23 @@
-//! What turns the encoder's hidden states into a relevance score: a classification head for
-//! cross-encoders, pooling for bi-encoders.
+//! What every family shares on the way from hidden states to a score: pooling (bi-encoders and
+//! mean-pooling heads), a classifier's logits to one raw score, and cosine similarity. Each
+//! family's own classification head lives in its file.
 
-use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{Tensor, D};
 
-use super::encoder::{first_token, masked_mean};
-use super::hf_config::{HfConfig, PoolingConfig};
+use super::hf_config::PoolingConfig;
 use super::EngineError;
 
-/// The sequence-classification head of a cross-encoder.
-pub enum ClassifierHead {
-    /// `BertForSequenceClassification`: tanh(pooler(CLS)) → classifier.
-    Bert { pooler: Linear, classifier: Linear },
-    /// `(XLM)RobertaForSequenceClassification`: tanh(dense(<s>)) → out_proj.
-    Roberta { dense: Linear, out_proj: Linear },
+/// The first token's hidden state of every row: (batch, hidden).
+pub fn first_token(hidden: &Tensor) -> Result<Tensor, EngineError> {
+    Ok(hidden.narrow(1, 0, 1)?.squeeze(1)?)
 }
 
-impl ClassifierHead {
-    /// Loads the BERT head; `pooler_vb` points at the encoder prefix, `root` at the checkpoint root.
-    pub fn load_bert(
-        pooler_vb: VarBuilder,
-        root: VarBuilder,
-        cfg: &HfConfig,
-    ) -> Result<Self, EngineError> {
-        let h = cfg.hidden_size;
-        Ok(Self::Bert {
-            pooler: candle_nn::linear(h, h, pooler_vb.pp("pooler").pp("dense"))?,
-            classifier: output_layer(root.pp("classifier"), h)?,
-        })
-    }
-
-    /// Loads the RoBERTa classification head from the checkpoint root.
-    pub fn load_roberta(root: VarBuilder, cfg: &HfConfig) -> Result<Self, EngineError> {
-        let h = cfg.hidden_size;
-        let head = root.pp("classifier");
-        Ok(Self::Roberta {
-            dense: candle_nn::linear(h, h, head.pp("dense"))?,
-            out_proj: output_layer(head.pp("out_proj"), h)?,
-        })
-    }
-
-    /// Number of labels the head outputs.
-    pub fn label_count(&self) -> usize {
-        let layer = match self {
-            Self::Bert { classifier, .. } => classifier,
-            Self::Roberta { out_proj, .. } => out_proj,
-        };
-        layer.weight().dims().first().copied().unwrap_or(1)
-    }
-
-    /// (batch, num_labels) logits from the last hidden state.
-    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor, EngineError> {
-        let cls = first_token(hidden)?;
-        let (first, second) = match self {
-            Self::Bert { pooler, classifier } => (pooler, classifier),
-            Self::Roberta { dense, out_proj } => (dense, out_proj),
-        };
-        Ok(second.forward(&first.forward(&cls)?.tanh()?)?)
-    }
-}
-
-/// The final projection, sized by its weight: `config.json` often omits `num_labels` (transformers
-/// does not write its default of 2), so the checkpoint is the only reliable source.
-fn output_layer(vb: VarBuilder, hidden: usize) -> Result<Linear, EngineError> {
-    let weight = vb.get_unchecked("weight")?;
-    let labels = weight.dims().first().copied().unwrap_or(0);
-    if labels == 0 || weight.dims() != [labels, hidden] {
-        return Err(EngineError::InvalidModel(format!(
-            "classifier weight has shape {:?}, expected (num_labels, {hidden})",
-            weight.dims()
-        )));
-    }
-    let bias = vb.get(labels, "bias")?;
-    Ok(Linear::new(weight, Some(bias)))
+/// Mean of the hidden states over real tokens: (batch, hidden).
+pub fn masked_mean(hidden: &Tensor, token_mask: &Tensor) -> Result<Tensor, EngineError> {
+    let mask = token_mask.to_dtype(hidden.dtype())?.unsqueeze(D::Minus1)?;
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+    let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+    Ok(summed.broadcast_div(&counts)?)
 }
 
 /// Reduces a row of logits to one raw score whose sigmoid is the relevance probability.
@@ -105,6 +50,12 @@ impl Pooling {
     pub fn from_config(cfg: Option<&PoolingConfig>) -> Result<Self, EngineError> {
         match cfg {
             None => Ok(Self::Mean),
+            // Several modes at once concatenate their vectors; we would silently use one.
+            Some(c) if c.pooling_mode_max_tokens || c.pooling_mode_mean_sqrt_len_tokens => {
+                Err(EngineError::InvalidModel(
+                    "1_Pooling/config.json: only mean and CLS pooling are supported".into(),
+                ))
+            }
             Some(c) if c.pooling_mode_cls_token => Ok(Self::Cls),
             Some(c) if c.pooling_mode_mean_tokens => Ok(Self::Mean),
             Some(_) => Err(EngineError::InvalidModel(

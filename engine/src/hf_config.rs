@@ -105,6 +105,15 @@ impl HfConfig {
                 self.position_offset()
             )));
         }
+        if let Some(kind) = self
+            .position_embedding_type
+            .as_deref()
+            .filter(|k| *k != "absolute")
+        {
+            return Err(EngineError::InvalidModel(format!(
+                "config.json: position_embedding_type {kind:?}; only absolute positions are supported"
+            )));
+        }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
             return Err(EngineError::InvalidModel(format!(
                 "config.json: layer_norm_eps is {}; it must be a finite number, 0 or more",
@@ -185,7 +194,7 @@ mod tests {
 
     use candle_core::Device;
 
-    use crate::{CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, Precision};
+    use crate::{EngineError, Kernels, LoadOptions, ModelFiles, Precision, Reranker};
 
     /// A copy of fixture `name` in a directory of its own, with `edit` applied to its
     /// `config.json`; removed when dropped.
@@ -222,9 +231,9 @@ mod tests {
         }
     }
 
-    fn load(dir: &Path, kernels: Kernels) -> Result<CandleReranker, EngineError> {
+    fn load(dir: &Path, kernels: Kernels) -> Result<Reranker, EngineError> {
         let files = ModelFiles::from_dir(dir, "edited")?;
-        CandleReranker::load(
+        Reranker::load(
             &files,
             &LoadOptions {
                 kernels,

@@ -1,55 +1,48 @@
-//! Model loading and inference.
+//! rerank-cluster's model engine: load a reranker checkpoint, tokenize (query, document) pairs,
+//! score them.
 //!
-//! Everything model-specific lives here behind [`RerankBackend`], the way TEI keeps its backends
-//! behind one trait: the HTTP layer and the actors only see `encode` (text → token ids, where
-//! validation errors arise) and `score` (token ids → raw scores), so a faster backend can slide
-//! in without touching them.
+//! The public surface is small on purpose: [`Reranker::load`] a model directory (or hub id, see
+//! [`ModelFiles`]), then use it through [`RerankBackend`] — `info` (kind, limits, precision,
+//! kernels), `prepare_query` / `encode_document` (text → token ids, where validation errors
+//! arise) and `score` (token ids → raw scores). The node, its benchmark and its accuracy report
+//! see nothing else, so a family or a kernel can change without touching them.
 //!
+//! Inside:
 //! - [`model_files`]: find a checkpoint locally or on the hub.
-//! - [`hf_config`]: the `config.json` fields we read.
-//! - [`tokenize`]: pair encoding, truncation and the length limit.
-//! - [`encoder`]: the BERT/RoBERTa transformer forward pass.
-//! - [`precision`]: f32 / bf16 / f16 / int8 projections.
-//! - `onednn` (builds with oneDNN): the packed oneDNN forward pass for CPUs.
-//! - [`heads`]: classification heads and bi-encoder pooling; logits → one raw score.
-//! - [`batching`]: token-budget forward batches.
-//! - [`reranker`]: the candle backend tying them together.
+//! - `hf_config`: the `config.json` fields the BERT family reads (each family reads its own).
+//! - `tokenize`: pair encoding, truncation and the length limit.
+//! - `families`: each model family's layers, weights and head, behind one trait.
+//! - `kernels`: the packed CPU kernels (oneDNN GEMMs where built with it) families call.
+//! - `modes`: precision and kernel choice, a leaf every other module may name.
+//! - `precision`: f32 / bf16 / f16 / int8 projections on candle.
+//! - `heads`: pooling, logits → one raw score, cosine.
+//! - `batching`: token-budget forward passes.
+//! - `reranker`: the backend tying them together, the same for every family.
+//! - [`rank_metrics`]: how far two score lists are apart (Spearman's ρ, top-k), for tests and
+//!   the accuracy report.
 
-pub mod batching;
-pub mod encoder;
-pub mod heads;
-pub mod hf_config;
+mod batching;
+mod families;
+mod heads;
+mod hf_config;
+mod kernels;
 pub mod model_files;
-#[cfg(has_onednn)]
-pub mod onednn;
-pub mod precision;
+mod modes;
+mod precision;
 pub mod rank_metrics;
-pub mod reranker;
-pub mod tokenize;
+mod reranker;
+mod tokenize;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-pub use encoder::Kernels;
+pub use heads::raw_score;
+pub use kernels::native_bf16;
 pub use model_files::{ModelFiles, ModelSource};
-pub use precision::Precision;
-pub use reranker::{CandleReranker, LoadOptions, SUPPORTED_ARCHITECTURES};
+pub use modes::{Kernels, Precision};
+pub use reranker::{supported_architectures, LoadOptions, Reranker};
 pub use tokenize::{QueryIds, TokenIds, TruncationDirection, TruncationOptions};
-
-/// Whether this build and CPU compute bf16 natively (oneDNN kernels on a CPU with AVX512-BF16 or
-/// AMX-BF16): where `ENABLE_MIXED_PRECISION` gains speed rather than only losing accuracy.
-pub fn native_bf16() -> bool {
-    #[cfg(all(has_onednn, target_arch = "x86_64"))]
-    {
-        // Every AMX-BF16 CPU has AVX512-BF16 too (AMX detection is not stable Rust yet).
-        std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(all(has_onednn, target_arch = "x86_64")))]
-    {
-        false
-    }
-}
 
 /// Failures of loading or running a model. Input problems (`InputTooLong`) are the client's;
 /// the rest are the server's.
@@ -111,6 +104,13 @@ pub enum EncodedPair {
         query: Arc<TokenIds>,
         document: TokenIds,
     },
+    /// A decoder reranker's input: the tokens every document of a request shares (prompt,
+    /// instruction, query), then this document's own tokens (document and closing template).
+    /// The model may compute the shared part's keys and values once per request.
+    Decoder {
+        shared: Arc<TokenIds>,
+        own: TokenIds,
+    },
 }
 
 impl EncodedPair {
@@ -119,6 +119,7 @@ impl EncodedPair {
         match self {
             Self::Cross(ids) => ids.len(),
             Self::Bi { query, document } => query.len() + document.len(),
+            Self::Decoder { shared, own } => shared.len() + own.len(),
         }
     }
 }
@@ -130,6 +131,9 @@ pub enum PreparedQuery {
     Cross(QueryIds),
     /// A bi-encoder's query input, embedded once per forward pass.
     Bi(Arc<TokenIds>),
+    /// A decoder's shared tokens (prompt, instruction, query), and how many of the request's
+    /// tokens remain for each document.
+    Decoder { shared: Arc<TokenIds>, room: usize },
 }
 
 /// A loaded model that can score pairs. Implementations must be usable from several threads:
@@ -139,10 +143,12 @@ pub trait RerankBackend: Send + Sync {
     fn info(&self) -> &ModelInfo;
 
     /// Tokenizes a request's query once; [`Self::encode_document`] pairs it with each document,
-    /// so tokenization costs the request's text once, not query × documents.
+    /// so tokenization costs the request's text once, not query × documents. `instruction`
+    /// replaces a decoder reranker's default task instruction; encoders have none and ignore it.
     fn prepare_query(
         &self,
         query: &str,
+        instruction: Option<&str>,
         opts: &TruncationOptions,
     ) -> Result<PreparedQuery, EngineError>;
 
@@ -162,7 +168,7 @@ pub trait RerankBackend: Send + Sync {
         documents: &[&str],
         opts: &TruncationOptions,
     ) -> Result<Vec<EncodedPair>, EngineError> {
-        let prepared = self.prepare_query(query, opts)?;
+        let prepared = self.prepare_query(query, None, opts)?;
         documents
             .iter()
             .map(|doc| self.encode_document(&prepared, doc, opts))

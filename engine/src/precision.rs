@@ -28,54 +28,8 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Linear;
 
-use super::encoder::Kernels;
+pub use super::modes::Precision;
 use super::EngineError;
-
-/// The precision a model runs in (what `QUANTIZATION` asked for, after fallbacks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Precision {
-    F32,
-    Bf16,
-    F16,
-    Int8,
-}
-
-impl Precision {
-    /// The `QUANTIZATION` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::F32 => "none",
-            Self::Bf16 => "bf16",
-            Self::F16 => "f16",
-            Self::Int8 => "int8",
-        }
-    }
-
-    /// What `/health.model.dtype` reports: the projections' arithmetic on `kernels` and `device`.
-    pub fn dtype_name(self, kernels: Kernels, device: &Device) -> &'static str {
-        match (self, kernels) {
-            (Self::F32, _) => "float32",
-            (Self::Bf16, _) if device.is_cuda() => "bfloat16 (cuBLAS, float32 accumulation)",
-            (Self::F16, _) if device.is_cuda() => "float16 (cuBLAS, float32 accumulation)",
-            (Self::Bf16, Kernels::OneDnn) => "bfloat16 (float32 accumulation)",
-            (Self::Int8, Kernels::OneDnn) => {
-                "int8 (per-channel weights, per-token dynamic u8 activations, int32 accumulation)"
-            }
-            (Self::Bf16, Kernels::Candle) => "bfloat16 weights, float32 compute",
-            (Self::F16, _) => "float16 weights, float32 compute",
-            (Self::Int8, Kernels::Candle) => "int8 weights (Q8_0), float32 compute",
-        }
-    }
-
-    fn float_dtype(self) -> Option<DType> {
-        match self {
-            Self::F32 => Some(DType::F32),
-            Self::Bf16 => Some(DType::BF16),
-            Self::F16 => Some(DType::F16),
-            Self::Int8 => None,
-        }
-    }
-}
 
 /// Q8_0 quantizes blocks of this many inner-dimension values.
 pub const Q8_BLOCK: usize = 32;

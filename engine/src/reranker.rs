@@ -1,30 +1,51 @@
-//! The candle backend: a loaded checkpoint (encoder + head + tokenizer) that scores pairs.
+//! The engine's backend: a loaded checkpoint (tokenizer + a family's network + scoring rule)
+//! that scores pairs, the same way for every family: tokenization, forward passes within the
+//! token budget, and bi-encoders' shared query embeddings.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use super::encoder::{Encoder, Kernels};
-use super::heads::{cosine, raw_score, ClassifierHead, Pooling};
-use super::hf_config::{HfConfig, PoolingConfig, SentenceBertConfig, TokenizerConfig};
+use super::batching::{packed_batches, token_budget_batches};
+use super::families::bert::{self, Bert};
+use super::families::{Family, LoadContext, Sequence};
+use super::heads::{cosine, Pooling};
+use super::hf_config::{PoolingConfig, SentenceBertConfig, TokenizerConfig};
 use super::model_files::{ModelFiles, WeightFiles};
-use super::precision::{on_device, supports, Precision};
+use super::modes::{Kernels, Precision};
+use super::precision::on_device;
 use super::tokenize::{PairTokenizer, TokenIds, TruncationOptions};
 use super::{EncodedPair, EngineError, ModelInfo, ModelKind, PreparedQuery, RerankBackend};
 
-/// Architectures (the `architectures[0]` of `config.json`) this backend loads.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "BertForSequenceClassification",
-    "XLMRobertaForSequenceClassification",
-    "RobertaForSequenceClassification",
-    "BertModel (sentence-transformers bi-encoder)",
-    "XLMRobertaModel (sentence-transformers bi-encoder)",
-    "RobertaModel (sentence-transformers bi-encoder)",
-];
+/// A family's loader.
+type LoadFamily = fn(&LoadContext) -> Result<Box<dyn Family>, EngineError>;
+
+/// Every architecture (`architectures[0]` of `config.json`) the engine loads: its kind and the
+/// family that runs it. A new family adds its rows here.
+fn architectures() -> Vec<(&'static str, ModelKind, LoadFamily)> {
+    let mut all: Vec<(&'static str, ModelKind, LoadFamily)> = Vec::new();
+    all.extend(
+        bert::ARCHITECTURES
+            .iter()
+            .map(|&(name, kind)| (name, kind, Bert::load as LoadFamily)),
+    );
+    all
+}
+
+/// The architectures this engine loads, as start-up errors list them.
+pub fn supported_architectures() -> Vec<String> {
+    architectures()
+        .into_iter()
+        .map(|(name, kind, _)| match kind {
+            ModelKind::BiEncoder => format!("{name} (sentence-transformers bi-encoder)"),
+            ModelKind::CrossEncoder => name.to_string(),
+        })
+        .collect()
+}
 
 /// Settings that shape how a checkpoint is loaded.
 #[derive(Debug, Clone)]
@@ -54,18 +75,16 @@ impl LoadOptions {
 }
 
 enum Scoring {
-    Classifier(ClassifierHead),
+    Classifier,
     Embedding(Pooling),
 }
 
-/// A checkpoint loaded for scoring with candle.
-pub struct CandleReranker {
+/// A checkpoint loaded for scoring: tokenizer, network and scoring rule.
+pub struct Reranker {
     info: ModelInfo,
     tokenizer: PairTokenizer,
-    encoder: Encoder,
+    family: Box<dyn Family>,
     scoring: Scoring,
-    device: Device,
-    position_offset: usize,
     max_batch_tokens: usize,
 }
 
@@ -75,85 +94,59 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<T, 
         .map_err(|e| EngineError::InvalidModel(format!("{}: {e}", path.display())))
 }
 
-fn encoder_prefix(vb: &VarBuilder) -> Result<&'static str, EngineError> {
-    ["", "bert", "roberta", "model"]
-        .into_iter()
-        .find(|p| {
-            let name = if p.is_empty() {
-                "embeddings.word_embeddings.weight".to_string()
-            } else {
-                format!("{p}.embeddings.word_embeddings.weight")
-            };
-            vb.contains_tensor(&name)
-        })
-        .ok_or_else(|| {
-            EngineError::InvalidModel(
-                "no embeddings.word_embeddings.weight tensor (under '', bert., roberta. or model.)"
-                    .into(),
-            )
-        })
+/// The one field every family's `config.json` is read for before the family is chosen.
+#[derive(Deserialize)]
+struct ArchitectureField {
+    #[serde(default)]
+    architectures: Vec<String>,
 }
 
-impl CandleReranker {
-    /// Loads `files` onto `opts.device` in f32.
+impl Reranker {
+    /// Loads `files` onto `opts.device`: the architecture picks the family, which reads its
+    /// own config fields and weights (f32 on disk, stored in `opts.precision`).
     pub fn load(files: &ModelFiles, opts: &LoadOptions) -> Result<Self, EngineError> {
-        let cfg = HfConfig::parse(&std::fs::read_to_string(&files.config)?)?;
-        let architecture = cfg.architectures.first().cloned().unwrap_or_default();
-        let kind = match architecture.as_str() {
-            "BertForSequenceClassification"
-            | "XLMRobertaForSequenceClassification"
-            | "RobertaForSequenceClassification" => ModelKind::CrossEncoder,
-            "BertModel" | "XLMRobertaModel" | "RobertaModel" => ModelKind::BiEncoder,
-            "" if files.pooling_config.is_some() => ModelKind::BiEncoder,
-            other => {
-                return Err(EngineError::UnsupportedArchitecture {
-                    found: if other.is_empty() {
-                        "(none)".into()
-                    } else {
-                        other.into()
-                    },
-                    supported: SUPPORTED_ARCHITECTURES.join(", "),
-                })
-            }
-        };
+        let config_json = std::fs::read_to_string(&files.config)?;
+        let declared: ArchitectureField = serde_json::from_str(&config_json)
+            .map_err(|e| EngineError::InvalidModel(format!("config.json: {e}")))?;
+        let architecture = declared.architectures.first().cloned().unwrap_or_default();
+        let bare_bi_encoder = architecture.is_empty() && files.pooling_config.is_some();
+        let (kind, load_family) = architectures()
+            .into_iter()
+            .find(|(name, _, _)| *name == architecture)
+            .map(|(_, kind, load)| (kind, load))
+            .or_else(|| bare_bi_encoder.then_some((ModelKind::BiEncoder, Bert::load as LoadFamily)))
+            .ok_or_else(|| EngineError::UnsupportedArchitecture {
+                found: if architecture.is_empty() {
+                    "(none)".into()
+                } else {
+                    architecture.clone()
+                },
+                supported: supported_architectures().join(", "),
+            })?;
 
-        let dtype = DType::F32;
+        let tokenizer = Tokenizer::from_file(&files.tokenizer)
+            .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", files.tokenizer.display())))?;
         let vb = match &files.weights {
             // SAFETY: the files are memory-mapped read-only; nothing in this process writes them.
             WeightFiles::Safetensors(paths) => unsafe {
-                VarBuilder::from_mmaped_safetensors(paths, dtype, &opts.device)?
+                VarBuilder::from_mmaped_safetensors(paths, DType::F32, &opts.device)?
             },
-            WeightFiles::Pytorch(path) => VarBuilder::from_pth(path, dtype, &opts.device)?,
+            WeightFiles::Pytorch(path) => VarBuilder::from_pth(path, DType::F32, &opts.device)?,
         };
-        let prefix = encoder_prefix(&vb)?;
-        let encoder_vb = if prefix.is_empty() {
-            vb.clone()
-        } else {
-            vb.pp(prefix)
-        };
-        let precision = if supports(opts.precision, &[cfg.hidden_size, cfg.intermediate_size]) {
-            opts.precision
-        } else {
-            tracing::warn!(
-                requested = opts.precision.name(),
-                hidden_size = cfg.hidden_size,
-                intermediate_size = cfg.intermediate_size,
-                "int8 (Q8_0) needs sizes that are multiples of 32; running float32"
-            );
-            Precision::F32
-        };
-        let precision = on_device(precision, &opts.device);
-        let encoder = Encoder::load(encoder_vb.clone(), &cfg, precision, opts.kernels)?;
+        let family = load_family(&LoadContext {
+            config_json: &config_json,
+            weights: vb,
+            kind,
+            precision: on_device(opts.precision, &opts.device),
+            kernels: opts.kernels.on_device(&opts.device),
+            device: &opts.device,
+            pad_id: PairTokenizer::pad_id_of(&tokenizer),
+        })?;
 
         let pooling_cfg: Option<PoolingConfig> =
             files.pooling_config.as_deref().map(read_json).transpose()?;
         let scoring = match kind {
-            ModelKind::CrossEncoder if cfg.is_roberta_family() => {
-                Scoring::Classifier(ClassifierHead::load_roberta(vb.clone(), &cfg)?)
-            }
-            ModelKind::CrossEncoder => {
-                Scoring::Classifier(ClassifierHead::load_bert(encoder_vb, vb.clone(), &cfg)?)
-            }
+            ModelKind::CrossEncoder => Scoring::Classifier,
             ModelKind::BiEncoder => Scoring::Embedding(Pooling::from_config(pooling_cfg.as_ref())?),
         };
 
@@ -170,7 +163,7 @@ impl CandleReranker {
             .transpose()?
             .unwrap_or_default();
         let max_length = [
-            Some(cfg.position_limit()),
+            Some(family.max_positions()),
             tokenizer_cfg.max_length(),
             st_cfg.max_seq_length,
         ]
@@ -178,94 +171,71 @@ impl CandleReranker {
         .flatten()
         .min()
         .unwrap_or(512);
-        let tokenizer = Tokenizer::from_file(&files.tokenizer)
-            .map_err(|e| EngineError::Tokenizer(format!("{}: {e}", files.tokenizer.display())))?;
         let tokenizer = PairTokenizer::new(tokenizer, max_length)?;
 
+        let precision = family.precision();
         let info = ModelInfo {
             model_id: files.model_id.clone(),
             architecture,
             kind,
             device: device_name(&opts.device),
-            dtype: precision.dtype_name(encoder.kernels(), &opts.device).into(),
+            dtype: precision.dtype_name(family.kernels(), &opts.device).into(),
             quantization: precision.name().into(),
-            weight_bytes: encoder.weight_bytes(),
-            kernels: encoder.kernels_name(),
+            weight_bytes: family.weight_bytes(),
+            kernels: family.kernels_name(),
             max_input_length: max_length,
-            num_labels: match &scoring {
-                Scoring::Classifier(head) => Some(head.label_count()),
-                Scoring::Embedding(_) => None,
-            },
+            num_labels: family.label_count(),
             pooling: match &scoring {
                 Scoring::Embedding(p) => Some(p.name().to_string()),
-                Scoring::Classifier(_) => None,
+                Scoring::Classifier => None,
             },
         };
         Ok(Self {
             info,
             tokenizer,
-            encoder,
+            family,
             scoring,
-            device: opts.device.clone(),
-            position_offset: cfg.position_offset(),
             max_batch_tokens: opts.max_batch_tokens.max(max_length),
         })
     }
 
-    /// Runs the encoder over `sequences` in token-budget batches; `each` receives every batch's
-    /// sequence indices with its last hidden state and token mask.
-    fn forward_batches(
-        &self,
-        sequences: &[&TokenIds],
-        mut each: impl FnMut(&[usize], &Tensor, &Tensor) -> Result<(), EngineError>,
-    ) -> Result<(), EngineError> {
-        let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        for batch in self.encoder.batches(&lengths, self.max_batch_tokens) {
-            let rows: Vec<(&[u32], &[u32])> = batch
-                .iter()
-                .map(|&i| {
-                    (
-                        sequences[i].ids.as_slice(),
-                        sequences[i].type_ids.as_slice(),
-                    )
-                })
-                .collect();
-            let (hidden, mask) = self.encoder.forward_batch(
-                &rows,
-                self.tokenizer.pad_id(),
-                self.position_offset,
-                &self.device,
-            )?;
-            each(&batch, &hidden, &mask)?;
-        }
-        Ok(())
+    /// Whether the network runs packed (forward passes bounded by real tokens).
+    pub fn is_packed(&self) -> bool {
+        self.family.is_packed()
     }
 
-    fn score_cross(
-        &self,
-        head: &ClassifierHead,
-        pairs: &[EncodedPair],
-    ) -> Result<Vec<f32>, EngineError> {
-        let sequences: Vec<&TokenIds> = pairs
+    /// Splits `sequences` into forward passes within the token budget: counted in real tokens
+    /// when the layers run packed, in `rows × longest` when padded.
+    fn passes(&self, sequences: &[Sequence<'_>]) -> Vec<Vec<usize>> {
+        let lengths: Vec<usize> = sequences.iter().map(Sequence::len).collect();
+        if self.family.is_packed() {
+            packed_batches(&lengths, self.max_batch_tokens)
+        } else {
+            token_budget_batches(&lengths, self.max_batch_tokens)
+        }
+    }
+
+    fn score_cross(&self, pairs: &[EncodedPair]) -> Result<Vec<f32>, EngineError> {
+        let sequences: Vec<Sequence<'_>> = pairs
             .iter()
             .map(|p| match p {
-                EncodedPair::Cross(ids) => Ok(ids),
-                EncodedPair::Bi { .. } => Err(EngineError::Internal(
-                    "bi-encoder pair sent to a cross-encoder".into(),
+                EncodedPair::Cross(ids) => Ok(Sequence {
+                    prefix: &[],
+                    ids: &ids.ids,
+                    type_ids: &ids.type_ids,
+                }),
+                EncodedPair::Bi { .. } | EncodedPair::Decoder { .. } => Err(EngineError::Internal(
+                    "a bi-encoder or decoder pair sent to a cross-encoder".into(),
                 )),
             })
             .collect::<Result<_, _>>()?;
         let mut scores = vec![0f32; pairs.len()];
-        self.forward_batches(&sequences, |batch, hidden, _| {
-            let logits = head
-                .forward(hidden)?
-                .to_dtype(DType::F32)?
-                .to_vec2::<f32>()?;
-            for (&i, row) in batch.iter().zip(&logits) {
-                scores[i] = raw_score(row);
+        for pass in self.passes(&sequences) {
+            let rows: Vec<Sequence<'_>> = pass.iter().map(|&i| sequences[i]).collect();
+            for (&i, score) in pass.iter().zip(self.family.score(&rows)?) {
+                scores[i] = score;
             }
-            Ok(())
-        })?;
+        }
         Ok(scores)
     }
 
@@ -294,17 +264,21 @@ impl CandleReranker {
             let d = slot_of(document);
             pair_slots.push((q, d));
         }
+        let sequences: Vec<Sequence<'_>> = unique
+            .iter()
+            .map(|ids| Sequence {
+                prefix: &[],
+                ids: &ids.ids,
+                type_ids: &ids.type_ids,
+            })
+            .collect();
         let mut embeddings: Vec<Vec<f32>> = vec![Vec::new(); unique.len()];
-        self.forward_batches(&unique, |batch, hidden, mask| {
-            let pooled = pooling
-                .forward(hidden, mask)?
-                .to_dtype(DType::F32)?
-                .to_vec2::<f32>()?;
-            for (&i, row) in batch.iter().zip(pooled) {
+        for pass in self.passes(&sequences) {
+            let rows: Vec<Sequence<'_>> = pass.iter().map(|&i| sequences[i]).collect();
+            for (&i, row) in pass.iter().zip(self.family.embed(&rows, pooling)?) {
                 embeddings[i] = row;
             }
-            Ok(())
-        })?;
+        }
         Ok(pair_slots
             .into_iter()
             .map(|(q, d)| cosine(&embeddings[q], &embeddings[d]))
@@ -320,7 +294,7 @@ fn device_name(device: &Device) -> String {
     }
 }
 
-impl RerankBackend for CandleReranker {
+impl RerankBackend for Reranker {
     fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -328,6 +302,7 @@ impl RerankBackend for CandleReranker {
     fn prepare_query(
         &self,
         query: &str,
+        _instruction: Option<&str>,
         opts: &TruncationOptions,
     ) -> Result<PreparedQuery, EngineError> {
         match self.info.kind {
@@ -361,12 +336,15 @@ impl RerankBackend for CandleReranker {
                 query: Arc::clone(ids),
                 document: self.tokenizer.encode_text(document, opts)?,
             }),
+            PreparedQuery::Decoder { .. } => Err(EngineError::Internal(
+                "a decoder's query sent to an encoder".into(),
+            )),
         }
     }
 
     fn score(&self, pairs: &[EncodedPair]) -> Result<Vec<f32>, EngineError> {
         match &self.scoring {
-            Scoring::Classifier(head) => self.score_cross(head, pairs),
+            Scoring::Classifier => self.score_cross(pairs),
             Scoring::Embedding(pooling) => self.score_bi(*pooling, pairs),
         }
     }

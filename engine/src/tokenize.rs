@@ -94,7 +94,6 @@ impl QueryIds {
 pub struct PairTokenizer {
     plain: Tokenizer,
     max_length: usize,
-    pad_id: u32,
     /// Special tokens the post-processor adds to a pair, and to a single text.
     added_pair: usize,
     added_single: usize,
@@ -157,15 +156,6 @@ fn char_bounded(text: &str, max_chars: usize, direction: TruncationDirection) ->
 impl PairTokenizer {
     /// Wraps `tokenizer`, limiting inputs to `max_length` tokens (special tokens included).
     pub fn new(mut tokenizer: Tokenizer, max_length: usize) -> Result<Self, EngineError> {
-        let pad_id = tokenizer
-            .get_padding()
-            .map(|p| p.pad_id)
-            .or_else(|| {
-                ["[PAD]", "<pad>"]
-                    .iter()
-                    .find_map(|t| tokenizer.token_to_id(t))
-            })
-            .unwrap_or(0);
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)
@@ -184,20 +174,23 @@ impl PairTokenizer {
         Ok(Self {
             plain: tokenizer,
             max_length,
-            pad_id,
             added_pair,
             added_single,
         })
     }
 
-    /// The longest input the model accepts, in tokens.
-    pub fn max_length(&self) -> usize {
-        self.max_length
-    }
-
-    /// The id used to pad batches.
-    pub fn pad_id(&self) -> u32 {
-        self.pad_id
+    /// The padding id `tokenizer` declares, else its `[PAD]` / `<pad>` token, else 0 (padded
+    /// positions are masked, so any id in the vocabulary serves).
+    pub fn pad_id_of(tokenizer: &Tokenizer) -> u32 {
+        tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| {
+                ["[PAD]", "<pad>"]
+                    .iter()
+                    .find_map(|t| tokenizer.token_to_id(t))
+            })
+            .unwrap_or(0)
     }
 
     /// The most characters of one text worth tokenizing when at most `tokens` are kept.

@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use device::test_device;
-use rerank_engine::heads::raw_score;
+use rerank_engine::raw_score;
 use rerank_engine::{
-    CandleReranker, EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision,
-    RerankBackend, TruncationDirection, TruncationOptions,
+    EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend, Reranker,
+    TruncationDirection, TruncationOptions,
 };
 use serde::Deserialize;
 
@@ -63,10 +63,10 @@ struct BiCase {
 /// with oneDNN) oneDNN over packed sequences. On a GPU both choices must come out as candle.
 const KERNELS: &[Kernels] = &[Kernels::Candle, Kernels::OneDnn];
 
-fn load(dir: &Path, kernels: Kernels) -> CandleReranker {
+fn load(dir: &Path, kernels: Kernels) -> Reranker {
     let device = test_device();
     let files = ModelFiles::from_dir(dir, &dir.display().to_string()).expect("model files");
-    let backend = CandleReranker::load(
+    let backend = Reranker::load(
         &files,
         &LoadOptions {
             kernels,
@@ -201,7 +201,7 @@ fn unsupported_architecture_names_the_supported_ones() {
     config["architectures"] = serde_json::json!(["GPT2LMHeadModel"]);
     std::fs::write(dir.join("config.json"), config.to_string()).expect("write");
     let files = ModelFiles::from_dir(&dir, "unsupported").expect("files");
-    let err = CandleReranker::load(
+    let err = Reranker::load(
         &files,
         &LoadOptions::new(test_device(), 1024, Precision::F32),
     )

@@ -14,7 +14,7 @@ use std::path::Path;
 use device::test_device;
 use rerank_engine::rank_metrics;
 use rerank_engine::{
-    CandleReranker, EncodedPair, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend,
+    EncodedPair, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend, Reranker,
     TruncationOptions,
 };
 use serde::Deserialize;
@@ -39,9 +39,9 @@ struct Case {
 /// the second pass repeats candle).
 const KERNELS: &[Kernels] = &[Kernels::Candle, Kernels::OneDnn];
 
-fn load(dir: &Path, precision: Precision, kernels: Kernels) -> CandleReranker {
+fn load(dir: &Path, precision: Precision, kernels: Kernels) -> Reranker {
     let files = ModelFiles::from_dir(dir, "m").expect("files");
-    CandleReranker::load(
+    Reranker::load(
         &files,
         &LoadOptions {
             kernels,
@@ -57,7 +57,7 @@ fn spearman(a: &[f32], b: &[f32]) -> f64 {
     rank_metrics::spearman(&widen(a), &widen(b))
 }
 
-fn score_all(backend: &CandleReranker, pairs: &[(String, String)]) -> Vec<f32> {
+fn score_all(backend: &Reranker, pairs: &[(String, String)]) -> Vec<f32> {
     let mut encoded: Vec<EncodedPair> = Vec::new();
     for (q, d) in pairs {
         encoded.extend(

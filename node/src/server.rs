@@ -18,8 +18,7 @@ use crate::metrics::NodeMetrics;
 use crate::registration::RegistrationSettings;
 use crate::state::NodeState;
 use rerank_engine::{
-    CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, ModelSource, Precision,
-    RerankBackend,
+    EngineError, Kernels, LoadOptions, ModelFiles, ModelSource, Precision, RerankBackend, Reranker,
 };
 
 /// Why a node could not start or stopped serving.
@@ -81,7 +80,7 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
         kernels,
     };
     let (backend, weights_hash) = web::block(move || {
-        let backend = CandleReranker::load(&files, &options)?;
+        let backend = Reranker::load(&files, &options)?;
         Ok::<_, EngineError>((backend, files.weights_hash()?))
     })
     .await

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use rerank_engine::{
-    CandleReranker, EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision,
-    RerankBackend, TruncationOptions,
+    EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend, Reranker,
+    TruncationOptions,
 };
 
 /// What to benchmark.
@@ -207,11 +207,7 @@ fn time_pairs(
 }
 
 /// Tokenization plus scoring of the whole workload.
-fn measure(
-    backend: &CandleReranker,
-    workload: &Workload,
-    seconds: f64,
-) -> Result<f64, EngineError> {
+fn measure(backend: &Reranker, workload: &Workload, seconds: f64) -> Result<f64, EngineError> {
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
     let opts = TruncationOptions::default();
     time_pairs(docs.len(), seconds, || {
@@ -224,7 +220,7 @@ fn measure(
 /// Scoring of the workload's pairs right-padded with `pad_id` to the longest: what one padded
 /// batch costs on the same kernels (the scores are not meaningful, the time is).
 fn measure_padded(
-    backend: &CandleReranker,
+    backend: &Reranker,
     workload: &Workload,
     pad_id: u32,
     seconds: f64,
@@ -345,7 +341,7 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     let mut rows = Vec::new();
     let mut token_counts = Vec::new();
     for &precision in &settings.precisions {
-        let backend = CandleReranker::load(
+        let backend = Reranker::load(
             &files,
             &LoadOptions {
                 kernels: settings.kernels,

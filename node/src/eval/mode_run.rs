@@ -15,8 +15,8 @@ use super::data::{EvalQuery, EvalSet};
 use super::peak_rss::peak_rss_bytes;
 use super::EvalError;
 use rerank_engine::{
-    CandleReranker, EngineError, Kernels, LoadOptions, ModelFiles, ModelKind, Precision,
-    RerankBackend, TruncationOptions,
+    EngineError, Kernels, LoadOptions, ModelFiles, ModelKind, Precision, RerankBackend, Reranker,
+    TruncationOptions,
 };
 
 /// What a `--single-mode` child reports to the parent.
@@ -67,7 +67,7 @@ pub fn score_in_mode(
 ) -> Result<ModeRun, EvalError> {
     let loading = Instant::now();
     let files = ModelFiles::from_dir(model_dir, &model_dir.display().to_string())?;
-    let backend = CandleReranker::load(
+    let backend = Reranker::load(
         &files,
         &LoadOptions {
             kernels,
@@ -110,10 +110,7 @@ pub fn score_in_mode(
 
 /// One query as one rerank request would run it: tokenize (truncating over-long pairs), then
 /// score. Returns the scores and the pairs' token count.
-fn score_query(
-    backend: &CandleReranker,
-    query: &EvalQuery,
-) -> Result<(Vec<f32>, usize), EngineError> {
+fn score_query(backend: &Reranker, query: &EvalQuery) -> Result<(Vec<f32>, usize), EngineError> {
     let documents: Vec<&str> = query.documents.iter().map(String::as_str).collect();
     let pairs = backend.encode(&query.query, &documents, &TruncationOptions::default())?;
     let tokens = pairs.iter().map(|p| p.token_count()).sum();

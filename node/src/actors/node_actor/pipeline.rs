@@ -71,7 +71,7 @@ fn tokenize(
     opts: &TruncationOptions,
     cancel: &CancellationToken,
 ) -> Result<Vec<EncodedPair>, RerankError> {
-    let prepared = backend.prepare_query(query, opts)?;
+    let prepared = backend.prepare_query(query, None, opts)?;
     let mut pairs = Vec::with_capacity(documents.len());
     for document in documents {
         if cancel.is_cancelled() {

@@ -1,8 +1,9 @@
-//! The C layer over oneDNN (`csrc/dnnl_gemm.c`) and safe owners of its handles.
+//! The C layer over oneDNN (`csrc/dnnl_gemm.c`) and safe owners of its handles (builds with
+//! oneDNN; `super::unavailable` stands in elsewhere).
 //!
 //! Handles are created once per model and freed on drop. The C side keeps per-shape primitive
 //! caches inside them, so a context and the projections used with it must be driven by one
-//! thread at a time: [`super::PackedLayers`] keeps them all behind one mutex.
+//! thread at a time: a family keeps them all behind one mutex.
 //!
 //! The C functions trust their arguments: buffer lengths, row boundaries, element types. Every
 //! safe wrapper here checks what its C function assumes and returns an error instead; the one
@@ -132,7 +133,7 @@ pub struct Gemm {
     output_bytes: usize,
 }
 
-// SAFETY: the handle owns its memory; callers serialize use through `PackedLayers`' mutex.
+// SAFETY: the handle owns its memory; callers serialize use through their family's mutex.
 unsafe impl Send for Gemm {}
 
 impl Gemm {
@@ -607,5 +608,40 @@ mod tests {
         let mut y = vec![0f32; 2 * 8];
         assert!(ctx.gemm(&gemm, 2, &[1f32; 8], &mut y).is_ok());
         assert!(is_err(ctx.gemm(&gemm, 3, &[1f32; 8], &mut y)));
+    }
+
+    #[test]
+    fn gemm_computes_x_times_w_transposed_plus_bias_and_refuses_wrong_element_types() {
+        // W is (n = 2) × (k = 3), PyTorch's layout.
+        let w = [1.0f32, 2.0, 3.0, -1.0, 0.5, 0.0];
+        let gemm = Gemm::f32(&w, 2, 3, Some(&[10.0, 20.0]), Epilogue::default()).expect("gemm");
+        let mut ctx = Ctx::new(1, 3, 1e-12).expect("ctx");
+        let x = [1.0f32, 1.0, 1.0, 2.0, 0.0, -1.0];
+        let mut y = [0f32; 4];
+        ctx.gemm(&gemm, 2, &x, &mut y).expect("runs");
+        assert_eq!(y, [16.0, 19.5, 9.0, 18.0]);
+        let narrow = [0u16; 6];
+        assert!(ctx.gemm(&gemm, 2, &narrow, &mut y).is_err());
+        assert!(
+            ctx.gemm(&gemm, 3, &x, &mut y).is_err(),
+            "rows beyond the buffer"
+        );
+    }
+
+    #[test]
+    fn int8_gemm_sums_full_range_products_without_saturating() {
+        // The worst case for the u8 × s8 kernels: every activation 255, every weight at the
+        // largest magnitude this CPU's kernels are given. A saturating int16 pair sum (AVX2
+        // without VNNI at 127) would come out far below the exact total.
+        let max = crate::kernels::int8_weight_limit();
+        let (n, k) = (2usize, 64usize);
+        let weights: Vec<i8> = (0..n * k).map(|i| if i < k { max } else { -max }).collect();
+        let gemm = Gemm::int8(&weights, n, k, &[1.0, 1.0]).expect("gemm");
+        let mut ctx = Ctx::new(1, k, 1e-12).expect("ctx");
+        let x = vec![255u8; k];
+        let mut y = [0f32; 2];
+        ctx.gemm(&gemm, 1, &x, &mut y).expect("runs");
+        let exact = 255.0 * f32::from(max) * k as f32;
+        assert_eq!(y, [exact, -exact]);
     }
 }

@@ -1,0 +1,54 @@
+//! The kernels layer: what the packed forward passes of every family call.
+//!
+//! Families never name oneDNN or test for it: they build [`PackedLinear`] projections and a
+//! [`Ctx`], and call the ops here. In builds with oneDNN (`has_onednn`, see `build.rs`) these
+//! run oneDNN's GEMMs (AVX-512 f32, AVX512-BF16, VNNI int8, AMX where the CPU has it; AVX2
+//! `gemm:jit` below AVX-512) through the C layer in `csrc/dnnl_gemm.c`; elsewhere every
+//! constructor fails with "unavailable", and a family falls back to its candle layers.
+//!
+//! Ops that are not GEMMs and that only some families need (RoPE, RMSNorm, windowed or causal
+//! attention, …) live in files of their own here, in plain Rust.
+
+#[cfg(has_onednn)]
+mod onednn;
+#[cfg(has_onednn)]
+use onednn as backend;
+#[cfg(not(has_onednn))]
+mod unavailable;
+#[cfg(not(has_onednn))]
+use unavailable as backend;
+
+mod packed_linear;
+
+// Families on the packed path use these; not every build has one yet.
+#[allow(unused_imports)]
+pub use backend::{int8_has_vnni, quantize_rows, scale_rows, Ctx, Element, Epilogue, Gemm};
+#[allow(unused_imports)]
+pub use packed_linear::{int8_weight_limit, quantize_weight, LinearScratch, PackedLinear};
+
+/// Whether this build has the packed kernels (oneDNN was found at build time).
+pub fn available() -> bool {
+    cfg!(has_onednn)
+}
+
+/// Whether this build and CPU compute bf16 natively (oneDNN kernels on a CPU with AVX512-BF16 or
+/// AMX-BF16): where bf16 gains speed rather than only losing accuracy.
+pub fn native_bf16() -> bool {
+    #[cfg(all(has_onednn, target_arch = "x86_64"))]
+    {
+        // Every AMX-BF16 CPU has AVX512-BF16 too (AMX detection is not stable Rust yet).
+        std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(all(has_onednn, target_arch = "x86_64")))]
+    {
+        false
+    }
+}
+
+/// `buffer` resized to `len` (contents unspecified), without shrinking its allocation: scratch
+/// buffers kept between forward passes spare the page faults of fresh multi-megabyte
+/// allocations (measured: ~2–3% of an int8 forward pass).
+pub fn sized<T: Copy + Default>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
+    buffer.resize(len, T::default());
+    &mut buffer[..len]
+}
