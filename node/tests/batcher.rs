@@ -52,6 +52,7 @@ fn first_id(pair: &EncodedPair) -> u32 {
     match pair {
         EncodedPair::Cross(t) => t.ids[0],
         EncodedPair::Bi { document, .. } => document.ids[0],
+        EncodedPair::Decoder { own, .. } => own.ids[0],
     }
 }
 
