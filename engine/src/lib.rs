@@ -80,7 +80,13 @@ pub enum ModelKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
     pub model_id: String,
+    /// The model family: `bert`, `roberta`, `xlm-roberta`, `modernbert`, `deberta-v2`, `qwen3`.
+    pub family: String,
     pub architecture: String,
+    /// A decoder reranker's default task instruction (requests may name another); `None` for
+    /// encoders, which take none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instruction: Option<String>,
     pub kind: ModelKind,
     pub device: String,
     pub dtype: String,

@@ -36,6 +36,21 @@ fn architectures() -> Vec<(&'static str, ModelKind, LoadFamily)> {
     all
 }
 
+/// The family an architecture belongs to, as `/info` names it.
+fn family_name(architecture: &str) -> &'static str {
+    [
+        ("ModernBert", "modernbert"),
+        ("DebertaV2", "deberta-v2"),
+        ("Qwen3", "qwen3"),
+        ("XLMRoberta", "xlm-roberta"),
+        ("Roberta", "roberta"),
+        ("Bert", "bert"),
+    ]
+    .into_iter()
+    .find(|(prefix, _)| architecture.starts_with(prefix))
+    .map_or("bert", |(_, name)| name)
+}
+
 /// The architectures this engine loads, as start-up errors list them.
 pub fn supported_architectures() -> Vec<String> {
     architectures()
@@ -60,6 +75,11 @@ pub struct LoadOptions {
     /// Kernels for the transformer layers on a CPU (oneDNN falls back to candle where it
     /// cannot run the model or the build lacks it, and on any other device).
     pub kernels: Kernels,
+    /// A cap on input length in tokens (`MAX_INPUT_LENGTH`), below the model's own limits.
+    pub max_input_length: Option<usize>,
+    /// The task instruction of decoder rerankers (`RERANK_INSTRUCTION`) when a request names
+    /// none; `None` keeps the model card's. Encoders have no instruction.
+    pub instruction: Option<String>,
 }
 
 impl LoadOptions {
@@ -70,6 +90,8 @@ impl LoadOptions {
             max_batch_tokens,
             precision,
             kernels: Kernels::OneDnn,
+            max_input_length: None,
+            instruction: None,
         }
     }
 }
@@ -166,6 +188,7 @@ impl Reranker {
             Some(family.max_positions()),
             tokenizer_cfg.max_length(),
             st_cfg.max_seq_length,
+            opts.max_input_length,
         ]
         .into_iter()
         .flatten()
@@ -176,6 +199,8 @@ impl Reranker {
         let precision = family.precision();
         let info = ModelInfo {
             model_id: files.model_id.clone(),
+            family: family_name(&architecture).into(),
+            instruction: None,
             architecture,
             kind,
             device: device_name(&opts.device),

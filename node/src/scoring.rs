@@ -38,6 +38,7 @@ pub async fn score_documents(
     state: &web::Data<NodeState>,
     query: String,
     documents: Vec<String>,
+    instruction: Option<String>,
     options: TruncationOptions,
 ) -> Result<RerankOutcome, ApiError> {
     let cancel = CancellationToken::new();
@@ -52,6 +53,7 @@ pub async fn score_documents(
     let request = state.node.send(Rerank {
         query,
         documents,
+        instruction,
         options,
         cancel: cancel.clone(),
         span: tracing::Span::current(),

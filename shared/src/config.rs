@@ -131,6 +131,12 @@ pub struct NodeConfig {
     pub micro_batch_max_size: usize,
     /// Token budget of one forward pass (rows × longest row).
     pub max_batch_tokens: usize,
+    /// A cap on one input's tokens below the model's own limit (longer inputs are truncated or
+    /// refused, as the request asks). Unset: the model's limit.
+    pub max_input_length: Option<usize>,
+    /// The task instruction decoder rerankers (Qwen3-Reranker) use when a request names none.
+    /// Unset: the model card's. Encoders take no instruction.
+    pub rerank_instruction: Option<String>,
     /// Most documents accepted in one request.
     pub max_client_batch_size: usize,
     /// Largest request body accepted, in bytes.
@@ -187,6 +193,8 @@ impl Default for NodeConfig {
             micro_batch_window_ms: 10.0,
             micro_batch_max_size: 32,
             max_batch_tokens: 16384,
+            max_input_length: None,
+            rerank_instruction: None,
             max_client_batch_size: 1000,
             payload_limit: 2_000_000,
             http_read_timeout_ms: 10_000,
@@ -314,6 +322,8 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "MICRO_BATCH_WINDOW_MS",
     "MICRO_BATCH_MAX_SIZE",
     "MAX_BATCH_TOKENS",
+    "MAX_INPUT_LENGTH",
+    "RERANK_INSTRUCTION",
     "MAX_CLIENT_BATCH_SIZE",
     "PAYLOAD_LIMIT",
     "HTTP_READ_TIMEOUT_MS",
@@ -376,6 +386,13 @@ impl NodeConfig {
             ("REDIS_TIMEOUT_MS", self.redis_timeout_ms, 1, 60_000, "milliseconds"),
         ];
         check_whole(&ranges)?;
+        if let Some(length) = self.max_input_length {
+            check_whole(&[("MAX_INPUT_LENGTH", wide(length), 1, 1 << 20, "tokens")])?;
+        }
+        if let Some(instruction) = &self.rerank_instruction {
+            let chars = instruction.chars().count() as u64;
+            check_whole(&[("RERANK_INSTRUCTION", chars, 1, 4096, "characters")])?;
+        }
         check_real(
             "MICRO_BATCH_WINDOW_MS",
             self.micro_batch_window_ms,

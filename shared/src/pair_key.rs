@@ -46,8 +46,15 @@ pub struct PairKey(pub u128);
 
 impl PairKey {
     /// Hashes the pair with xxh3-128; fields are length-prefixed so no two inputs collide by
-    /// concatenation.
-    pub fn new(model: &ModelFingerprint, query: &str, document: &str, t: &TruncationKey) -> Self {
+    /// concatenation. `instruction` (decoder rerankers) is hashed last and only when present, so
+    /// encoders' keys are what they were before instructions existed.
+    pub fn new(
+        model: &ModelFingerprint,
+        query: &str,
+        instruction: Option<&str>,
+        document: &str,
+        t: &TruncationKey,
+    ) -> Self {
         let mut h = Xxh3::new();
         write_field(&mut h, model.0.as_bytes());
         write_field(&mut h, query.as_bytes());
@@ -59,6 +66,9 @@ impl PairKey {
         let cap = t.max_tokens_per_doc.map_or(u64::MAX, |c| c as u64);
         write_field(&mut h, &[u8::from(t.truncate), direction]);
         write_field(&mut h, &cap.to_le_bytes());
+        if let Some(instruction) = instruction {
+            write_field(&mut h, instruction.as_bytes());
+        }
         Self(h.digest128())
     }
 }
@@ -89,34 +99,53 @@ mod tests {
     #[test]
     fn keys_are_stable_across_processes() {
         let m = ModelFingerprint::new("m", 42, "none", 512);
-        let k = PairKey::new(&m, "q", "d", &t());
+        let k = PairKey::new(&m, "q", None, "d", &t());
         // A fixed value: a change here would orphan every shared cache entry.
         assert_eq!(k.to_string(), "6ecf5c34362917332017f2ccbcbb65a8");
         assert_eq!(m.as_str().len(), 32);
         assert_eq!(
             k,
-            PairKey::new(&ModelFingerprint::new("m", 42, "none", 512), "q", "d", &t())
+            PairKey::new(
+                &ModelFingerprint::new("m", 42, "none", 512),
+                "q",
+                None,
+                "d",
+                &t()
+            )
         );
     }
 
     #[test]
     fn every_component_changes_the_key() {
         let m = ModelFingerprint::new("m", 42, "none", 512);
-        let base = PairKey::new(&m, "q", "d", &t());
+        let base = PairKey::new(&m, "q", None, "d", &t());
         assert_ne!(
             base,
-            PairKey::new(&ModelFingerprint::new("m", 42, "int8", 512), "q", "d", &t())
+            PairKey::new(
+                &ModelFingerprint::new("m", 42, "int8", 512),
+                "q",
+                None,
+                "d",
+                &t()
+            )
         );
         assert_ne!(
             base,
-            PairKey::new(&ModelFingerprint::new("m", 43, "none", 512), "q", "d", &t())
+            PairKey::new(
+                &ModelFingerprint::new("m", 43, "none", 512),
+                "q",
+                None,
+                "d",
+                &t()
+            )
         );
-        assert_ne!(base, PairKey::new(&m, "qd", "", &t()));
+        assert_ne!(base, PairKey::new(&m, "qd", None, "", &t()));
         assert_ne!(
             base,
             PairKey::new(
                 &m,
                 "q",
+                None,
                 "d",
                 &TruncationKey {
                     truncate: false,
@@ -129,6 +158,7 @@ mod tests {
             PairKey::new(
                 &m,
                 "q",
+                None,
                 "d",
                 &TruncationKey {
                     direction: TruncationDirection::Left,
@@ -141,6 +171,7 @@ mod tests {
             PairKey::new(
                 &m,
                 "q",
+                None,
                 "d",
                 &TruncationKey {
                     max_tokens_per_doc: Some(5),
@@ -148,5 +179,16 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn an_instruction_changes_the_key_and_its_absence_keeps_the_old_one() {
+        let m = ModelFingerprint::new("m", 42, "none", 512);
+        let plain = PairKey::new(&m, "q", None, "d", &t());
+        let instructed = PairKey::new(&m, "q", Some("find answers"), "d", &t());
+        let other = PairKey::new(&m, "q", Some("find questions"), "d", &t());
+        assert_ne!(plain, instructed);
+        assert_ne!(instructed, other);
+        assert_ne!(PairKey::new(&m, "q", Some(""), "d", &t()), plain);
     }
 }

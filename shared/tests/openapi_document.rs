@@ -332,6 +332,7 @@ fn constraints_the_handlers_enforce_are_in_the_schemas() {
 fn model_health() -> ModelHealth {
     ModelHealth {
         id: "models/all-MiniLM-L6-v2".into(),
+        family: "bert".into(),
         architecture: "bert".into(),
         kind: "cross-encoder".into(),
         device: "cpu".into(),
@@ -404,6 +405,7 @@ fn real_bodies_of_each_shape_match_their_schemas() {
     let info = Info {
         model_id: "m".into(),
         model_type: "reranker".into(),
+        family: "bert".into(),
         architecture: "bert".into(),
         kind: "cross-encoder".into(),
         dtype: "f32".into(),

@@ -33,6 +33,8 @@ use rerank_engine::{EngineError, RerankBackend, TruncationOptions};
 pub struct Rerank {
     pub query: String,
     pub documents: Vec<String>,
+    /// A decoder reranker's task instruction for this request (encoders ignore it).
+    pub instruction: Option<String>,
     pub options: TruncationOptions,
     /// Cancelled when the client is gone.
     pub cancel: CancellationToken,

@@ -66,7 +66,15 @@ async fn rerank(
         max_tokens_per_doc,
         ..TruncationOptions::default()
     };
-    let outcome = score_documents(&http, &state, req.query, texts.clone(), opts).await?;
+    let outcome = score_documents(
+        &http,
+        &state,
+        req.query,
+        texts.clone(),
+        req.instruction,
+        opts,
+    )
+    .await?;
 
     let info = state.backend.info();
     let normalize = info.kind == ModelKind::CrossEncoder;

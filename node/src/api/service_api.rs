@@ -19,6 +19,7 @@ pub fn model_health(state: &NodeState) -> ModelHealth {
     let info = state.backend.info();
     ModelHealth {
         id: info.model_id.clone(),
+        family: info.family.clone(),
         architecture: info.architecture.clone(),
         kind: kind_name(info.kind).into(),
         device: info.device.clone(),
@@ -54,6 +55,7 @@ pub async fn info(state: web::Data<NodeState>) -> HttpResponse {
     HttpResponse::Ok().json(Info {
         model_id: info.model_id.clone(),
         model_type: "reranker".into(),
+        family: info.family.clone(),
         architecture: info.architecture.clone(),
         kind: kind_name(info.kind).into(),
         dtype: info.dtype.clone(),

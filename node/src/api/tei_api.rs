@@ -29,7 +29,8 @@ pub async fn rerank(
         max_tokens_per_doc: None,
     };
     let texts = req.return_text.then(|| req.texts.clone());
-    let outcome = score_documents(&http, &state, req.query, req.texts, opts).await?;
+    let outcome =
+        score_documents(&http, &state, req.query, req.texts, req.instruction, opts).await?;
     let normalize = !req.raw_scores && state.backend.info().kind == ModelKind::CrossEncoder;
     let scores: Vec<f32> = outcome
         .raw_scores

@@ -55,6 +55,10 @@ pub struct CohereRerankRequest {
     #[serde(default)]
     #[schema(minimum = 1)]
     pub max_tokens_per_doc: Option<i64>,
+    /// The task instruction of a decoder reranker (Qwen3-Reranker), in place of the node's
+    /// (`RERANK_INSTRUCTION`, else the model card's). Encoders take no instruction and ignore it.
+    #[serde(default)]
+    pub instruction: Option<String>,
 }
 
 /// The `document` field of a result.

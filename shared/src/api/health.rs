@@ -10,6 +10,8 @@ use crate::config::Routing;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ModelHealth {
     pub id: String,
+    /// The model family: `bert`, `roberta`, `xlm-roberta`, `modernbert`, `deberta-v2`, `qwen3`.
+    pub family: String,
     pub architecture: String,
     /// `cross-encoder` or `bi-encoder`.
     pub kind: String,
@@ -90,6 +92,8 @@ pub struct CoordinatorHealth {
 pub struct Info {
     pub model_id: String,
     pub model_type: String,
+    /// The model family: `bert`, `roberta`, `xlm-roberta`, `modernbert`, `deberta-v2`, `qwen3`.
+    pub family: String,
     pub architecture: String,
     pub kind: String,
     pub dtype: String,

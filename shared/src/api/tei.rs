@@ -29,6 +29,10 @@ pub struct RerankRequest {
     /// Which end of an over-long text loses tokens when `truncate` is set.
     #[serde(default)]
     pub truncation_direction: TruncationDirection,
+    /// The task instruction of a decoder reranker (Qwen3-Reranker), in place of the node's
+    /// (`RERANK_INSTRUCTION`, else the model card's). Encoders take no instruction and ignore it.
+    #[serde(default)]
+    pub instruction: Option<String>,
 }
 
 /// One entry of the `POST /rerank` response (a JSON array sorted by score, descending).

@@ -67,11 +67,12 @@ type Scores = HashMap<PairKey, CachedScore>;
 fn tokenize(
     backend: &dyn RerankBackend,
     query: &str,
+    instruction: Option<&str>,
     documents: &[String],
     opts: &TruncationOptions,
     cancel: &CancellationToken,
 ) -> Result<Vec<EncodedPair>, RerankError> {
-    let prepared = backend.prepare_query(query, None, opts)?;
+    let prepared = backend.prepare_query(query, instruction, opts)?;
     let mut pairs = Vec::with_capacity(documents.len());
     for document in documents {
         if cancel.is_cancelled() {
@@ -83,6 +84,13 @@ fn tokenize(
 }
 
 impl Pipeline {
+    /// The task instruction `msg` is scored under: its own, else the model's default; `None`
+    /// for models that take none (encoders), whose scores and cache keys ignore it.
+    fn instruction<'a>(&'a self, msg: &'a Rerank) -> Option<&'a str> {
+        let default = self.backend.info().instruction.as_deref()?;
+        Some(msg.instruction.as_deref().unwrap_or(default))
+    }
+
     pub(super) async fn rerank(&self, msg: Rerank) -> Result<RerankOutcome, RerankError> {
         let started = Instant::now();
         let admitted = self.admission.admit().await;
@@ -102,7 +110,15 @@ impl Pipeline {
         let keys: Vec<PairKey> = msg
             .documents
             .iter()
-            .map(|d| PairKey::new(&self.fingerprint, &msg.query, d, &truncation))
+            .map(|d| {
+                PairKey::new(
+                    &self.fingerprint,
+                    &msg.query,
+                    self.instruction(&msg),
+                    d,
+                    &truncation,
+                )
+            })
             .collect();
         self.metrics.pairs_requested.inc_by(keys.len() as u64);
 
@@ -309,14 +325,23 @@ impl Pipeline {
         let tokenize_started = Instant::now();
         let backend = self.backend.clone();
         let query = msg.query.clone();
+        let instruction = self.instruction(msg).map(str::to_owned);
         let opts = msg.options;
         let cancel = msg.cancel.clone();
         let docs: Vec<String> = indices.iter().map(|&i| msg.documents[i].clone()).collect();
-        let pairs =
-            tokio::task::spawn_blocking(move || tokenize(&*backend, &query, &docs, &opts, &cancel))
-                .instrument(info_span!("tokenize", pairs = indices.len()))
-                .await
-                .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
+        let pairs = tokio::task::spawn_blocking(move || {
+            tokenize(
+                &*backend,
+                &query,
+                instruction.as_deref(),
+                &docs,
+                &opts,
+                &cancel,
+            )
+        })
+        .instrument(info_span!("tokenize", pairs = indices.len()))
+        .await
+        .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
         timings.tokenization = tokenize_started.elapsed();
         self.metrics
             .tokenization_time
