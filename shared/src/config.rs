@@ -814,11 +814,19 @@ mod tests {
             ("MAX_QUEUED_REQUESTS", "1000001"),
             ("MAX_QUEUED_TOKENS", "18446744073709551615"),
             ("MAX_BATCH_TOKENS", "16777217"),
+            ("MAX_INPUT_LENGTH", "0"),
+            ("MAX_INPUT_LENGTH", "1048577"),
             ("MAX_CONNECTIONS", "1000001"),
             ("PAYLOAD_LIMIT", "1073741825"),
             ("LOCAL_CACHE_SIZE", "18446744073709551615"),
         ];
-        for &(key, value) in node_cases {
+        let long_instruction = "x".repeat(4097);
+        let node_cases: Vec<(&str, &str)> = node_cases
+            .iter()
+            .copied()
+            .chain([("RERANK_INSTRUCTION", long_instruction.as_str())])
+            .collect();
+        for &(key, value) in &node_cases {
             let message = refusal(false, &[(key, value)]);
             assert!(
                 message.contains(key) && message.contains(" from "),
