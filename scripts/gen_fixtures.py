@@ -686,6 +686,12 @@ def main() -> int:
     bi, n_pieces = minilm_reference(args.minilm)
     write_json(out / "minilm_bi_encoder.json", bi)
 
+    # Families with a fixture module of their own (scripts/fixtures/<family>.py).
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+    import modernbert  # noqa: E402
+
+    summary += modernbert.generate(out)
+
     print("fixtures written to", out)
     for line in summary:
         print(" ", line)

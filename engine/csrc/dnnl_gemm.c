@@ -644,3 +644,21 @@ int rr_layer_norm(struct rr_ctx *c, float *x, int64_t m, const float *gamma, con
     for (int64_t r = 0; r < m; r++) rr_layer_norm_row(x + r * n, n, gamma, beta, eps);
     return 0;
 }
+
+/* Runs f(ctx, begin, end) over [0, n), one contiguous run per OpenMP thread: the Rust kernels
+ * between the GEMMs (kernels/parallel.rs) share oneDNN's thread pool rather than compete with
+ * its spin-waiting threads. */
+typedef void (*rr_range_fn)(void *ctx, int64_t begin, int64_t end);
+
+void rr_parallel_for(int64_t n, rr_range_fn f, void *ctx) {
+    if (n <= 0) return;
+#pragma omp parallel
+    {
+        int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+        int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+        if (begin < end) f(ctx, begin, end);
+    }
+}
+
+/* Threads an OpenMP parallel region runs on. */
+int rr_max_threads(void) { return omp_get_max_threads(); }

@@ -8,8 +8,11 @@
 //!
 //! - [`bert`]: BERT, RoBERTa and XLM-RoBERTa cross-encoders and sentence-transformers
 //!   bi-encoders.
+//! - [`modernbert`]: ModernBERT cross-encoders (rotary embeddings, alternating sliding-window
+//!   and global attention, GeGLU).
 
 pub mod bert;
+pub mod modernbert;
 pub mod padded_input;
 
 use candle_core::Device;

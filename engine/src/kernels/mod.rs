@@ -20,6 +20,13 @@ use unavailable as backend;
 
 mod packed_linear;
 
+pub(crate) mod geglu;
+pub(crate) mod layer_norm;
+pub(crate) mod parallel;
+pub(crate) mod rope;
+pub(crate) mod vector_math;
+pub(crate) mod windowed_attention;
+
 // Families on the packed path use these; not every build has one yet.
 #[allow(unused_imports)]
 pub use backend::{int8_has_vnni, quantize_rows, scale_rows, Ctx, Element, Epilogue, Gemm};

@@ -557,6 +557,64 @@ pub fn scale_rows(
     Ok(())
 }
 
+extern "C" {
+    fn rr_parallel_for(
+        n: i64,
+        f: extern "C" fn(*mut std::ffi::c_void, i64, i64),
+        ctx: *mut std::ffi::c_void,
+    );
+    fn rr_max_threads() -> c_int;
+}
+
+/// A loop body and whether any call of it panicked (a panic must not unwind into C).
+struct RangeJob<'a> {
+    f: &'a (dyn Fn(usize, usize) + Sync),
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+extern "C" fn run_range(job: *mut std::ffi::c_void, begin: i64, end: i64) {
+    // SAFETY: `job` is the `RangeJob` that `parallel_for` passed, alive for the whole parallel
+    // region; the C side calls this only inside it, with 0 ≤ begin < end ≤ n.
+    let job = unsafe { &*(job as *const RangeJob) };
+    let call = std::panic::AssertUnwindSafe(|| (job.f)(begin as usize, end as usize));
+    if std::panic::catch_unwind(call).is_err() {
+        job.panicked
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Calls `f(begin, end)` on contiguous runs covering `0..n`, one per thread of oneDNN's OpenMP
+/// pool; an error if any call panicked.
+pub fn parallel_for(n: usize, f: &(dyn Fn(usize, usize) + Sync)) -> Result<(), EngineError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let job = RangeJob {
+        f,
+        panicked: std::sync::atomic::AtomicBool::new(false),
+    };
+    let n = i64::try_from(n).map_err(|_| EngineError::Internal(format!("a loop of {n} items")))?;
+    // SAFETY: the C side calls `run_range` with `&job` only during this call.
+    unsafe {
+        rr_parallel_for(
+            n,
+            run_range,
+            &job as *const RangeJob as *mut std::ffi::c_void,
+        )
+    };
+    if job.panicked.into_inner() {
+        Err(EngineError::Internal("a parallel kernel panicked".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Threads [`parallel_for`] splits a loop over.
+pub fn parallel_threads() -> usize {
+    // SAFETY: no arguments; reads OpenMP's setting.
+    usize::try_from(unsafe { rr_max_threads() }).map_or(1, |t| t.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -139,3 +139,32 @@ pub fn scale_rows(
 ) -> Result<(), EngineError> {
     Err(unavailable())
 }
+
+/// Calls `f(begin, end)` on contiguous runs covering `0..n`, one per available core, on scoped
+/// threads (there is no OpenMP pool in this build); an error if any call panicked.
+pub fn parallel_for(n: usize, f: &(dyn Fn(usize, usize) + Sync)) -> Result<(), EngineError> {
+    let threads = parallel_threads().min(n);
+    if threads <= 1 {
+        if n > 0 {
+            f(0, n);
+        }
+        return Ok(());
+    }
+    let panicked = std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads)
+            .map(|t| s.spawn(move || f(n * t / threads, n * (t + 1) / threads)))
+            .collect();
+        f(0, n / threads);
+        handles.into_iter().any(|h| h.join().is_err())
+    });
+    if panicked {
+        Err(EngineError::Internal("a parallel kernel panicked".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Threads [`parallel_for`] splits a loop over.
+pub fn parallel_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
