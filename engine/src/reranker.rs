@@ -12,6 +12,7 @@ use tokenizers::Tokenizer;
 
 use super::batching::{packed_batches, token_budget_batches};
 use super::families::bert::{self, Bert};
+use super::families::deberta::{self, Deberta};
 use super::families::{Family, LoadContext, Sequence};
 use super::heads::{cosine, Pooling};
 use super::hf_config::{PoolingConfig, SentenceBertConfig, TokenizerConfig};
@@ -32,6 +33,11 @@ fn architectures() -> Vec<(&'static str, ModelKind, LoadFamily)> {
         bert::ARCHITECTURES
             .iter()
             .map(|&(name, kind)| (name, kind, Bert::load as LoadFamily)),
+    );
+    all.extend(
+        deberta::ARCHITECTURES
+            .iter()
+            .map(|&(name, kind)| (name, kind, Deberta::load as LoadFamily)),
     );
     all
 }

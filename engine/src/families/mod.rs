@@ -8,8 +8,10 @@
 //!
 //! - [`bert`]: BERT, RoBERTa and XLM-RoBERTa cross-encoders and sentence-transformers
 //!   bi-encoders.
+//! - [`deberta`]: DeBERTa-v2/v3 cross-encoders (disentangled relative attention).
 
 pub mod bert;
+pub mod deberta;
 pub mod padded_input;
 
 use candle_core::Device;

@@ -18,6 +18,7 @@ mod unavailable;
 #[cfg(not(has_onednn))]
 use unavailable as backend;
 
+pub(crate) mod disentangled_attention;
 mod packed_linear;
 
 // Families on the packed path use these; not every build has one yet.
