@@ -8,6 +8,10 @@ all-MiniLM-L6-v2's WordPiece (the only real tokenizer reachable offline); a fami
 tokenizer would only change which ids the same text becomes, not the cost per token.
 
 Families:
+  deberta      DebertaV2ForSequenceClassification in DeBERTa-v3-base's shape (as
+               mixedbread-ai/mxbai-rerank-base-v1): 12 layers, hidden 768, 12 heads, intermediate
+               3072, position_buckets 256, max_relative_positions -1 (512), vocab 128100,
+               relative attention p2c|c2p, shared attention key, no absolute positions.
   modernbert   ModernBertForSequenceClassification in ModernBERT-base's shape (as
                Alibaba-NLP/gte-reranker-modernbert-base): 22 layers, hidden 768, 12 heads,
                intermediate 1152 (GeGLU), local_attention 128, global attention every 3rd layer,
@@ -82,7 +86,40 @@ def modernbert(out: Path, specials: dict, seed: int):
     return {"model_input_names": ["input_ids", "attention_mask"]}
 
 
-FAMILIES = {"modernbert": modernbert}
+def deberta(out: Path, specials: dict, seed: int):
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    cfg = DebertaV2Config(
+        vocab_size=128100,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        hidden_act="gelu",
+        max_position_embeddings=512,
+        type_vocab_size=0,
+        layer_norm_eps=1e-7,
+        relative_attention=True,
+        max_relative_positions=-1,
+        position_buckets=256,
+        norm_rel_ebd="layer_norm",
+        share_att_key=True,
+        pos_att_type=["p2c", "c2p"],
+        position_biased_input=False,
+        pooler_hidden_act="gelu",
+        pad_token_id=specials["pad"],
+        num_labels=1,
+    )
+    cfg.architectures = ["DebertaV2ForSequenceClassification"]
+    torch.manual_seed(seed)
+    DebertaV2ForSequenceClassification(cfg).eval().save_pretrained(str(out))
+    return {"tokenizer_class": "BertTokenizer"}
+
+
+# family -> function writing config.json + weights into the (empty) output directory and
+# returning tokenizer_config.json overrides.
+FAMILIES = {"deberta": deberta, "modernbert": modernbert}
 
 
 def main() -> int:
@@ -104,11 +141,17 @@ def main() -> int:
     out.mkdir(parents=True)
     tokenizer_overrides = FAMILIES[args.family](out, minilm_specials(args.minilm), args.seed)
 
-    for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):
+    # MiniLM's WordPiece, without the truncation/padding its tokenizer.json carries.
+    tj = json.loads((args.minilm / "tokenizer.json").read_text(encoding="utf-8"))
+    tj["truncation"] = None
+    tj["padding"] = None
+    (out / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False), encoding="utf-8")
+    for name in ("vocab.txt", "special_tokens_map.json"):
         if (args.minilm / name).is_file():
             shutil.copy(args.minilm / name, out / name)
     tc = json.loads((args.minilm / "tokenizer_config.json").read_text(encoding="utf-8"))
     tc.update({"model_max_length": 512, **tokenizer_overrides})
+    tc.pop("name_or_path", None)
     (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2) + "\n", encoding="utf-8")
     size = sum(p.stat().st_size for p in out.iterdir())
     print(f"{args.family} checkpoint written to {out} ({size / 2**20:.0f} MiB)")

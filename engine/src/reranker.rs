@@ -12,6 +12,7 @@ use tokenizers::Tokenizer;
 
 use super::batching::{packed_batches, token_budget_batches};
 use super::families::bert::{self, Bert};
+use super::families::deberta::{self, Deberta};
 use super::families::modernbert::{self, ModernBert};
 use super::families::{Family, LoadContext, Sequence};
 use super::heads::{cosine, Pooling};
@@ -38,6 +39,11 @@ fn architectures() -> Vec<(&'static str, ModelKind, LoadFamily)> {
         modernbert::ARCHITECTURES
             .iter()
             .map(|&(name, kind)| (name, kind, ModernBert::load as LoadFamily)),
+    );
+    all.extend(
+        deberta::ARCHITECTURES
+            .iter()
+            .map(|&(name, kind)| (name, kind, Deberta::load as LoadFamily)),
     );
     all
 }

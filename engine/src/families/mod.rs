@@ -10,8 +10,10 @@
 //!   bi-encoders.
 //! - [`modernbert`]: ModernBERT cross-encoders (rotary embeddings, alternating sliding-window
 //!   and global attention, GeGLU).
+//! - [`deberta`]: DeBERTa-v2/v3 cross-encoders (disentangled relative attention).
 
 pub mod bert;
+pub mod deberta;
 pub mod modernbert;
 pub mod padded_input;
 

@@ -18,6 +18,7 @@ mod unavailable;
 #[cfg(not(has_onednn))]
 use unavailable as backend;
 
+pub(crate) mod disentangled_attention;
 mod packed_linear;
 
 pub(crate) mod geglu;
