@@ -151,6 +151,12 @@ async fn check(dir: &Path, kernels: &str) -> Vec<String> {
 #[tokio::test]
 async fn every_family_matches_transformers_through_the_http_api() {
     let dirs = family_fixtures();
+    assert!(
+        dirs.len() >= 2,
+        "family fixtures missing under {}",
+        fixtures().display()
+    );
+    eprintln!("{} family checkpoints", dirs.len());
     let mut failures = Vec::new();
     for dir in &dirs {
         for kernels in ["onednn", "candle"] {
