@@ -34,11 +34,15 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (the default).
     Serve,
-    /// Benchmark the engine beside PyTorch on a MiniLM-L6 cross-encoder.
+    /// Benchmark the engine beside PyTorch on a MiniLM-L6 cross-encoder (or `--checkpoint`).
     Bench {
         /// all-MiniLM-L6-v2 directory the benchmark checkpoint is built from.
         #[arg(long, default_value = DEFAULT_MODEL_PATH)]
         encoder_dir: PathBuf,
+        /// Measure this checkpoint directory instead (any supported family; see
+        /// scripts/make_bench_checkpoint.py for base-sized random ones).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
         /// Where the checkpoint and workload are written.
         #[arg(long, default_value = "target/bench")]
         work_dir: PathBuf,
@@ -161,6 +165,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench {
             encoder_dir,
+            checkpoint,
             work_dir,
             documents,
             document_tokens,
@@ -177,6 +182,7 @@ fn main() -> anyhow::Result<()> {
             let _telemetry = telemetry::init("rerank-node", None);
             let settings = BenchSettings {
                 encoder_dir,
+                checkpoint,
                 work_dir,
                 documents,
                 document_tokens,

@@ -1,6 +1,7 @@
-//! The engine benchmark: 1 query × N documents of ~110 tokens on a MiniLM-L6 cross-encoder,
-//! our candle engine and PyTorch (`sentence_transformers.CrossEncoder`, fp32 and bf16 autocast)
-//! measured in the same run on the same checkpoint and workload.
+//! The engine benchmark: 1 query × N documents of ~110 tokens on a MiniLM-L6 cross-encoder (or
+//! any checkpoint, `--checkpoint`), our engine and PyTorch (`sentence_transformers.CrossEncoder`,
+//! or the Qwen3-Reranker card's computation for decoder rerankers; fp32, bf16 autocast, dynamic
+//! int8) measured in the same run on the same checkpoint and workload.
 //!
 //! Both sides time the whole scoring call, tokenization included, for at least `seconds`.
 
@@ -25,6 +26,9 @@ use rerank_engine::{
 pub struct BenchSettings {
     /// The all-MiniLM-L6-v2 directory the cross-encoder is built from.
     pub encoder_dir: PathBuf,
+    /// A checkpoint directory to measure instead of the MiniLM-L6 cross-encoder (any family;
+    /// `scripts/make_bench_checkpoint.py` writes base-sized random ones).
+    pub checkpoint: Option<PathBuf>,
     /// Where the checkpoint and workload are written.
     pub work_dir: PathBuf,
     pub documents: usize,
@@ -256,7 +260,7 @@ fn torch_rows(
     settings: &BenchSettings,
 ) -> Vec<BenchRow> {
     let output = Command::new(python)
-        .arg("scripts/bench_torch.py")
+        .arg(peer_script(model))
         .arg("--model")
         .arg(model)
         .arg("--workload")
@@ -270,7 +274,7 @@ fn torch_rows(
         .output();
     let failed = |note: String| {
         vec![BenchRow {
-            engine: "PyTorch (sentence-transformers CrossEncoder)".into(),
+            engine: "PyTorch".into(),
             precision: String::new(),
             pairs_per_s: None,
             note,
@@ -292,7 +296,7 @@ fn torch_rows(
             .results
             .into_iter()
             .map(|(mode, r)| BenchRow {
-                engine: format!("PyTorch {} CrossEncoder", parsed.torch),
+                engine: format!("PyTorch {} {}", parsed.torch, peer_name(model)),
                 note: format!(
                     "{} threads{}",
                     parsed.threads,
@@ -310,12 +314,54 @@ fn torch_rows(
     }
 }
 
-/// Builds the checkpoint and workload, then measures every engine.
+/// Whether `model` is a decoder reranker (Qwen3), which PyTorch runs the model card's way.
+fn is_decoder(model: &Path) -> bool {
+    std::fs::read_to_string(model.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|cfg| {
+            cfg["architectures"][0]
+                .as_str()
+                .map(|a| a.starts_with("Qwen3"))
+        })
+        .unwrap_or(false)
+}
+
+/// The PyTorch side's script for `model`.
+fn peer_script(model: &Path) -> &'static str {
+    if is_decoder(model) {
+        "scripts/bench_torch_qwen3.py"
+    } else {
+        "scripts/bench_torch.py"
+    }
+}
+
+/// How the PyTorch side runs `model`, for the table.
+fn peer_name(model: &Path) -> &'static str {
+    if is_decoder(model) {
+        "AutoModelForCausalLM (model card)"
+    } else {
+        "CrossEncoder"
+    }
+}
+
+/// Builds (or takes) the checkpoint and the workload, then measures every engine.
 pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
-    let model_dir = checkpoint::build_cross_encoder(
-        &settings.encoder_dir,
-        &settings.work_dir.join("minilm-l6-cross-encoder"),
-    )?;
+    let (model_dir, model_name) = match &settings.checkpoint {
+        Some(dir) => (
+            dir.clone(),
+            dir.file_name()
+                .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned()),
+        ),
+        None => (
+            checkpoint::build_cross_encoder(
+                &settings.encoder_dir,
+                &settings.work_dir.join("minilm-l6-cross-encoder"),
+            )?,
+            "minilm-l6-cross-encoder".to_string(),
+        ),
+    };
+    std::fs::create_dir_all(&settings.work_dir)?;
     let mut tokenizer = Tokenizer::from_file(model_dir.join("tokenizer.json"))
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
     // The file's own fixed padding (128 for all-MiniLM-L6-v2) would make every text "long".
@@ -336,7 +382,7 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
         serde_json::to_vec(&workload).unwrap_or_default(),
     )?;
 
-    let files = ModelFiles::from_dir(&model_dir, "minilm-l6-cross-encoder")?;
+    let files = ModelFiles::from_dir(&model_dir, &model_name)?;
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
     let mut rows = Vec::new();
     let mut token_counts = Vec::new();
