@@ -33,12 +33,15 @@ impl<T> Copy for SharedMut<T> {}
 unsafe impl<T> Send for SharedMut<T> {}
 unsafe impl<T> Sync for SharedMut<T> {}
 
+/// A loop body over a run of rows: the run's first row index and its values.
+pub(crate) type RowsBody<'a, T> = dyn Fn(usize, &mut [T]) -> Result<(), EngineError> + Sync + 'a;
+
 /// Splits `data` (whole rows of `width`) into contiguous runs of rows and calls
 /// `f(first_row, run)` for each, in parallel.
 pub(crate) fn rows_mut<T: Send>(
     data: &mut [T],
     width: usize,
-    f: &(dyn Fn(usize, &mut [T]) -> Result<(), EngineError> + Sync),
+    f: &RowsBody<'_, T>,
 ) -> Result<(), EngineError> {
     if width == 0 || !data.len().is_multiple_of(width) {
         return Err(EngineError::Internal(format!(
