@@ -12,6 +12,7 @@ use tokenizers::Tokenizer;
 
 use super::batching::{packed_batches, token_budget_batches};
 use super::families::bert::{self, Bert};
+use super::families::qwen3::{self, template::DecoderTokenizer};
 use super::families::{Family, LoadContext, Sequence};
 use super::heads::{cosine, Pooling};
 use super::hf_config::{PoolingConfig, SentenceBertConfig, TokenizerConfig};
@@ -33,6 +34,7 @@ fn architectures() -> Vec<(&'static str, ModelKind, LoadFamily)> {
             .iter()
             .map(|&(name, kind)| (name, kind, Bert::load as LoadFamily)),
     );
+    all.extend(qwen3::architectures());
     all
 }
 
@@ -60,6 +62,9 @@ pub struct LoadOptions {
     /// Kernels for the transformer layers on a CPU (oneDNN falls back to candle where it
     /// cannot run the model or the build lacks it, and on any other device).
     pub kernels: Kernels,
+    /// A cap on input length (`MAX_INPUT_LENGTH`) below the model's own limits; `None` keeps
+    /// those.
+    pub max_input_length: Option<usize>,
 }
 
 impl LoadOptions {
@@ -70,6 +75,7 @@ impl LoadOptions {
             max_batch_tokens,
             precision,
             kernels: Kernels::OneDnn,
+            max_input_length: None,
         }
     }
 }
@@ -83,6 +89,8 @@ enum Scoring {
 pub struct Reranker {
     info: ModelInfo,
     tokenizer: PairTokenizer,
+    /// Decoder rerankers' prompt template (they never use `tokenizer`'s pair encoding).
+    decoder: Option<DecoderTokenizer>,
     family: Box<dyn Family>,
     scoring: Scoring,
     max_batch_tokens: usize,
@@ -141,6 +149,7 @@ impl Reranker {
             kernels: opts.kernels.on_device(&opts.device),
             device: &opts.device,
             pad_id: PairTokenizer::pad_id_of(&tokenizer),
+            tokenizer: &tokenizer,
         })?;
 
         let pooling_cfg: Option<PoolingConfig> =
@@ -166,11 +175,15 @@ impl Reranker {
             Some(family.max_positions()),
             tokenizer_cfg.max_length(),
             st_cfg.max_seq_length,
+            opts.max_input_length,
         ]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(512);
+        let decoder = qwen3::is_decoder(&architecture)
+            .then(|| DecoderTokenizer::new(&tokenizer, max_length))
+            .transpose()?;
         let tokenizer = PairTokenizer::new(tokenizer, max_length)?;
 
         let precision = family.precision();
@@ -193,6 +206,7 @@ impl Reranker {
         Ok(Self {
             info,
             tokenizer,
+            decoder,
             family,
             scoring,
             max_batch_tokens: opts.max_batch_tokens.max(max_length),
@@ -224,8 +238,13 @@ impl Reranker {
                     ids: &ids.ids,
                     type_ids: &ids.type_ids,
                 }),
-                EncodedPair::Bi { .. } | EncodedPair::Decoder { .. } => Err(EngineError::Internal(
-                    "a bi-encoder or decoder pair sent to a cross-encoder".into(),
+                EncodedPair::Decoder { shared, own } => Ok(Sequence {
+                    prefix: &shared.ids,
+                    ids: &own.ids,
+                    type_ids: &own.type_ids,
+                }),
+                EncodedPair::Bi { .. } => Err(EngineError::Internal(
+                    "a bi-encoder pair sent to a cross-encoder".into(),
                 )),
             })
             .collect::<Result<_, _>>()?;
@@ -302,9 +321,12 @@ impl RerankBackend for Reranker {
     fn prepare_query(
         &self,
         query: &str,
-        _instruction: Option<&str>,
+        instruction: Option<&str>,
         opts: &TruncationOptions,
     ) -> Result<PreparedQuery, EngineError> {
+        if let Some(decoder) = &self.decoder {
+            return decoder.prepare_query(query, instruction);
+        }
         match self.info.kind {
             ModelKind::CrossEncoder => Ok(PreparedQuery::Cross(
                 self.tokenizer.encode_query(query, opts)?,
@@ -336,9 +358,12 @@ impl RerankBackend for Reranker {
                 query: Arc::clone(ids),
                 document: self.tokenizer.encode_text(document, opts)?,
             }),
-            PreparedQuery::Decoder { .. } => Err(EngineError::Internal(
-                "a decoder's query sent to an encoder".into(),
-            )),
+            PreparedQuery::Decoder { shared, text } => match &self.decoder {
+                Some(decoder) => decoder.encode_document(shared, text, document, opts),
+                None => Err(EngineError::Internal(
+                    "a decoder's query sent to an encoder".into(),
+                )),
+            },
         }
     }
 

@@ -78,6 +78,7 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
         max_batch_tokens: config.max_batch_tokens,
         precision,
         kernels,
+        max_input_length: None,
     };
     let (backend, weights_hash) = web::block(move || {
         let backend = Reranker::load(&files, &options)?;

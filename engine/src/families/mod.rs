@@ -8,9 +8,11 @@
 //!
 //! - [`bert`]: BERT, RoBERTa and XLM-RoBERTa cross-encoders and sentence-transformers
 //!   bi-encoders.
+//! - [`qwen3`]: Qwen3 decoder rerankers (causal LM yes/no and converted seq-cls forms).
 
 pub mod bert;
 pub mod padded_input;
+pub mod qwen3;
 
 use candle_core::Device;
 use candle_nn::VarBuilder;
@@ -55,6 +57,9 @@ pub struct LoadContext<'a> {
     pub device: &'a Device,
     /// The tokenizer's padding id, for padded batches.
     pub pad_id: u32,
+    /// The model's tokenizer, for families whose scoring rule names tokens (a decoder's
+    /// "yes" and "no").
+    pub tokenizer: &'a tokenizers::Tokenizer,
 }
 
 /// A loaded network of one family.

@@ -20,6 +20,11 @@ use unavailable as backend;
 
 mod packed_linear;
 
+pub(crate) mod causal_attention;
+pub(crate) mod rms_norm;
+pub(crate) mod rope;
+pub(crate) mod swiglu;
+
 // Families on the packed path use these; not every build has one yet.
 #[allow(unused_imports)]
 pub use backend::{int8_has_vnni, quantize_rows, scale_rows, Ctx, Element, Epilogue, Gemm};
