@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         models = {"fp32": model, "bf16": model}
 
         def run_once(mode):
-            scores = []
+            scores, raw = [], []
             ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
             with torch.inference_mode(), ctx:
                 for s in range(0, len(pairs), args.batch_size):
@@ -129,7 +129,8 @@ def main(argv=None) -> int:
                     logits = models[mode](**inputs, **keep).logits[:, -1, :]
                     pair = torch.stack([logits[:, no_id], logits[:, yes_id]], dim=1).float()
                     scores += torch.nn.functional.log_softmax(pair, dim=1)[:, 1].exp().tolist()
-            return scores
+                    raw += (pair[:, 1] - pair[:, 0]).tolist()
+            return scores, raw
 
         log(
             f"bench_torch_qwen3: model={args.model} pairs={len(pairs)} tokens={n_tokens} "
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
                     log(f"bench_torch_qwen3: int8 unavailable: {type(e).__name__}: {e}")
                     continue
             t = time.perf_counter()
-            scores = run_once(mode)
+            scores, raw = run_once(mode)
             log(f"bench_torch_qwen3: {mode} warm-up {time.perf_counter() - t:.2f}s, first scores {scores[:3]}")
             iterations, start, elapsed = 0, time.perf_counter(), 0.0
             while iterations < 2 or elapsed < args.seconds:
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
                 elapsed = time.perf_counter() - start
             pps = iterations * len(pairs) / elapsed
             results[mode] = {"pairs_per_s": round(pps, 3), "iterations": iterations, "seconds": round(elapsed, 3),
-                             "first_scores": [round(s, 6) for s in scores[:4]]}
+                             "first_scores": [round(s, 6) for s in scores[:4]],
+                             "first_yes_minus_no": [round(s, 6) for s in raw[:4]]}
             log(f"bench_torch_qwen3: {mode}: {pps:.2f} pairs/s ({iterations} iterations in {elapsed:.1f}s)")
 
     out = {

@@ -43,9 +43,13 @@ fn parse_args() -> Result<Args, String> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
-            "--seconds" => parsed.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
+            "--seconds" => {
+                parsed.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?
+            }
             "--max-batch-tokens" => {
-                parsed.max_batch_tokens = value()?.parse().map_err(|e| format!("--max-batch-tokens: {e}"))?
+                parsed.max_batch_tokens = value()?
+                    .parse()
+                    .map_err(|e| format!("--max-batch-tokens: {e}"))?
             }
             "--kernels" => {
                 parsed.kernels = match value()?.as_str() {
@@ -80,7 +84,10 @@ fn parse_args() -> Result<Args, String> {
 fn whole(pair: &EncodedPair) -> EncodedPair {
     match pair {
         EncodedPair::Decoder { shared, own } => EncodedPair::Decoder {
-            shared: Arc::new(TokenIds { ids: Vec::new(), type_ids: Vec::new() }),
+            shared: Arc::new(TokenIds {
+                ids: Vec::new(),
+                type_ids: Vec::new(),
+            }),
             own: TokenIds {
                 ids: shared.ids.iter().chain(&own.ids).copied().collect(),
                 type_ids: Vec::new(),
@@ -94,7 +101,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
     let workload: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(args.model.join("workload.json"))?)?;
-    let query = workload["query"].as_str().ok_or("workload: no query")?.to_string();
+    let query = workload["query"]
+        .as_str()
+        .ok_or("workload: no query")?
+        .to_string();
     let documents: Vec<String> = workload["documents"]
         .as_array()
         .ok_or("workload: no documents")?
@@ -115,10 +125,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let load_s = started.elapsed().as_secs_f64();
         for reuse in [true, false] {
+            // The warm-up request uses the workload's query as it is (its scores can be held
+            // against PyTorch's), the timed ones a query of their own each.
             let mut iteration = 0usize;
             let mut run = || -> Result<(Vec<f32>, usize), Box<dyn std::error::Error>> {
+                let q = if iteration == 0 {
+                    query.clone()
+                } else {
+                    format!("{query} {iteration}")
+                };
                 iteration += 1;
-                let prepared = backend.prepare_query(&format!("{query} {iteration}"), None, &opts)?;
+                let prepared = backend.prepare_query(&q, None, &opts)?;
                 let mut pairs = docs
                     .iter()
                     .map(|d| backend.encode_document(&prepared, d, &opts))

@@ -40,8 +40,32 @@ impl Rope {
         (cos, sin)
     }
 
+    /// cos and sin of positions `0..len`, for [`RopeTable::apply`]: a pass computes them once
+    /// for all of its layers.
+    pub fn table(&self, len: usize) -> RopeTable {
+        let (cos, sin) = self.tables(0..len);
+        RopeTable {
+            half: self.head_dim / 2,
+            len,
+            cos,
+            sin,
+        }
+    }
+}
+
+/// cos and sin of the positions of one pass.
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    half: usize,
+    len: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
     /// Rotates `heads` consecutive head vectors that start at column `offset` of each row of `x`
-    /// (rows of `row_stride` values); row r is at position `positions[r]`.
+    /// (rows of `row_stride` values); row r is at position `positions[r]`, which must be below
+    /// the table's length (panics otherwise: callers size the table from the same positions).
     pub fn apply(
         &self,
         x: &mut [f32],
@@ -50,19 +74,20 @@ impl Rope {
         heads: usize,
         positions: &[u32],
     ) {
-        let half = self.head_dim / 2;
-        let mut cos = vec![0f32; half];
-        let mut sin = vec![0f32; half];
+        let half = self.half;
         for (row, &pos) in x.chunks_exact_mut(row_stride).zip(positions) {
-            for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&self.inv_freq) {
-                let angle = pos as f32 * f;
-                *c = angle.cos();
-                *s = angle.sin();
-            }
-            let span = &mut row[offset..offset + heads * self.head_dim];
-            for head in span.chunks_exact_mut(self.head_dim) {
+            let pos = pos as usize;
+            assert!(
+                pos < self.len,
+                "position {pos} beyond a RoPE table of {}",
+                self.len
+            );
+            let cos = &self.cos[pos * half..(pos + 1) * half];
+            let sin = &self.sin[pos * half..(pos + 1) * half];
+            let span = &mut row[offset..offset + heads * 2 * half];
+            for head in span.chunks_exact_mut(2 * half) {
                 let (a, b) = head.split_at_mut(half);
-                for (((x1, x2), &c), &s) in a.iter_mut().zip(b.iter_mut()).zip(&cos).zip(&sin) {
+                for (((x1, x2), &c), &s) in a.iter_mut().zip(b.iter_mut()).zip(cos).zip(sin) {
                     let (v1, v2) = (*x1, *x2);
                     *x1 = v1 * c - v2 * s;
                     *x2 = v2 * c + v1 * s;
@@ -80,10 +105,10 @@ mod tests {
     fn position_zero_is_the_identity_and_rotation_keeps_the_norm() {
         let rope = Rope::new(4, 10000.0);
         let mut x = [1.0f32, 2.0, 3.0, 4.0, 9.0, 1.0, 2.0, 3.0, 4.0];
-        rope.apply(&mut x, 9, 1, 2, &[0]);
+        rope.table(1).apply(&mut x, 9, 1, 2, &[0]);
         assert_eq!(x, [1.0, 2.0, 3.0, 4.0, 9.0, 1.0, 2.0, 3.0, 4.0]);
         let mut y = [1.0f32, 2.0, 3.0, 4.0];
-        rope.apply(&mut y, 4, 0, 1, &[7]);
+        rope.table(8).apply(&mut y, 4, 0, 1, &[7]);
         let n0 = 1.0f32 + 4.0 + 9.0 + 16.0;
         let n1: f32 = y.iter().map(|v| v * v).sum();
         assert!((n0 - n1).abs() < 1e-4);
@@ -100,8 +125,9 @@ mod tests {
         let k0: Vec<f32> = (0..8).map(|i| 1.0 - i as f32 * 0.2).collect();
         let dot = |pq: u32, pk: u32| {
             let (mut q, mut k) = (q0.clone(), k0.clone());
-            rope.apply(&mut q, 8, 0, 1, &[pq]);
-            rope.apply(&mut k, 8, 0, 1, &[pk]);
+            let table = rope.table(16);
+            table.apply(&mut q, 8, 0, 1, &[pq]);
+            table.apply(&mut k, 8, 0, 1, &[pk]);
             q.iter().zip(&k).map(|(a, b)| a * b).sum::<f32>()
         };
         assert!((dot(5, 2) - dot(13, 10)).abs() < 1e-4);

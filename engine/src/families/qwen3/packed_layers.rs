@@ -16,7 +16,7 @@ use candle_core::Tensor;
 use super::weights::LayerWeights;
 use crate::kernels::causal_attention::{causal_attention, HeadLayout, PrefixKv, Sequence};
 use crate::kernels::rms_norm::{rms_norm_rows, rms_norm_rows_in_place};
-use crate::kernels::rope::Rope;
+use crate::kernels::rope::{Rope, RopeTable};
 use crate::kernels::swiglu::silu_mul;
 use crate::kernels::{sized, Ctx, Epilogue, LinearScratch, PackedLinear};
 use crate::modes::Precision;
@@ -191,7 +191,7 @@ impl PackedBody {
         layer: &PackedLayer,
         ctx: &mut Ctx,
         b: &mut Buffers,
-        rope: &Rope,
+        rope: &RopeTable,
         x: &[f32],
         positions: &[u32],
     ) -> Result<(), EngineError> {
@@ -255,6 +255,7 @@ impl PackedBody {
             buffers: b,
         } = &mut *guard;
         let positions: Vec<u32> = lens.iter().flat_map(|&n| 0..n as u32).collect();
+        let rope = rope.table(lens.iter().copied().max().unwrap_or(0));
         let (w, kvw) = (self.layout.qkv_width(), self.layout.kv_width());
         let (k_at, v_at) = (
             self.layout.heads * self.layout.head_dim,
@@ -271,7 +272,7 @@ impl PackedBody {
         let sequences = sequences(lens, &[]);
         let last = layers.len().saturating_sub(1);
         for (l, layer) in layers.iter().enumerate() {
-            self.project_qkv(layer, ctx, b, rope, x, &positions)?;
+            self.project_qkv(layer, ctx, b, &rope, x, &positions)?;
             let mut rows = b.qkv.chunks_exact(w);
             for p in kept.iter_mut() {
                 let (mut keys, mut values) = (
@@ -320,10 +321,11 @@ impl PackedBody {
             })
             .collect();
         let lens: Vec<usize> = rows.iter().map(|r| r.len).collect();
+        let rope = rope.table(positions.iter().max().map_or(0, |&p| p as usize + 1));
         let (h, ow) = (self.hidden, self.layout.out_width());
         let last = layers.len().saturating_sub(1);
         for (l, layer) in layers.iter().enumerate() {
-            self.project_qkv(layer, ctx, b, rope, x, &positions)?;
+            self.project_qkv(layer, ctx, b, &rope, x, &positions)?;
             let prefixes: Vec<PrefixKv<'_>> = rows
                 .iter()
                 .map(|r| match r.prefix {
