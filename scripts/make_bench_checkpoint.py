@@ -12,6 +12,8 @@ Families:
                mixedbread-ai/mxbai-rerank-base-v1): 12 layers, hidden 768, 12 heads, intermediate
                3072, position_buckets 256, max_relative_positions -1 (512), vocab 128100,
                relative attention p2c|c2p, shared attention key, no absolute positions.
+  (qwen3        scripts/make_bench_checkpoint_qwen3.py: Qwen3-Reranker-0.6B's shape with a byte-level
+               BPE tokenizer that has the template's special tokens, plus a workload.)
   modernbert   ModernBertForSequenceClassification in ModernBERT-base's shape (as
                Alibaba-NLP/gte-reranker-modernbert-base): 22 layers, hidden 768, 12 heads,
                intermediate 1152 (GeGLU), local_attention 128, global attention every 3rd layer,

@@ -137,9 +137,12 @@ pub enum PreparedQuery {
     Cross(QueryIds),
     /// A bi-encoder's query input, embedded once per forward pass.
     Bi(Arc<TokenIds>),
-    /// A decoder's shared tokens (prompt, instruction, query), and how many of the request's
-    /// tokens remain for each document.
-    Decoder { shared: Arc<TokenIds>, room: usize },
+    /// A decoder's shared tokens (prompt, instruction, query), and the text after the prompt
+    /// they were tokenized from, which each document's input continues.
+    Decoder {
+        shared: Arc<TokenIds>,
+        text: Arc<str>,
+    },
 }
 
 /// A loaded model that can score pairs. Implementations must be usable from several threads:

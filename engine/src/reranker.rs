@@ -14,6 +14,7 @@ use super::batching::{packed_batches, token_budget_batches};
 use super::families::bert::{self, Bert};
 use super::families::deberta::{self, Deberta};
 use super::families::modernbert::{self, ModernBert};
+use super::families::qwen3::{self, template::DecoderTokenizer};
 use super::families::{Family, LoadContext, Sequence};
 use super::heads::{cosine, Pooling};
 use super::hf_config::{PoolingConfig, SentenceBertConfig, TokenizerConfig};
@@ -45,6 +46,7 @@ fn architectures() -> Vec<(&'static str, ModelKind, LoadFamily)> {
             .iter()
             .map(|&(name, kind)| (name, kind, Deberta::load as LoadFamily)),
     );
+    all.extend(qwen3::architectures());
     all
 }
 
@@ -117,6 +119,8 @@ enum Scoring {
 pub struct Reranker {
     info: ModelInfo,
     tokenizer: PairTokenizer,
+    /// Decoder rerankers' prompt template (they never use `tokenizer`'s pair encoding).
+    decoder: Option<DecoderTokenizer>,
     family: Box<dyn Family>,
     scoring: Scoring,
     max_batch_tokens: usize,
@@ -175,6 +179,7 @@ impl Reranker {
             kernels: opts.kernels.on_device(&opts.device),
             device: &opts.device,
             pad_id: PairTokenizer::pad_id_of(&tokenizer),
+            tokenizer: &tokenizer,
         })?;
 
         let pooling_cfg: Option<PoolingConfig> =
@@ -206,13 +211,18 @@ impl Reranker {
         .flatten()
         .min()
         .unwrap_or(512);
+        let decoder = qwen3::is_decoder(&architecture)
+            .then(|| DecoderTokenizer::new(&tokenizer, max_length, opts.instruction.as_deref()))
+            .transpose()?;
         let tokenizer = PairTokenizer::new(tokenizer, max_length)?;
 
         let precision = family.precision();
         let info = ModelInfo {
             model_id: files.model_id.clone(),
             family: family_name(&architecture).into(),
-            instruction: None,
+            instruction: decoder
+                .as_ref()
+                .map(|d| d.default_instruction().to_string()),
             architecture,
             kind,
             device: device_name(&opts.device),
@@ -230,6 +240,7 @@ impl Reranker {
         Ok(Self {
             info,
             tokenizer,
+            decoder,
             family,
             scoring,
             max_batch_tokens: opts.max_batch_tokens.max(max_length),
@@ -261,8 +272,13 @@ impl Reranker {
                     ids: &ids.ids,
                     type_ids: &ids.type_ids,
                 }),
-                EncodedPair::Bi { .. } | EncodedPair::Decoder { .. } => Err(EngineError::Internal(
-                    "a bi-encoder or decoder pair sent to a cross-encoder".into(),
+                EncodedPair::Decoder { shared, own } => Ok(Sequence {
+                    prefix: &shared.ids,
+                    ids: &own.ids,
+                    type_ids: &own.type_ids,
+                }),
+                EncodedPair::Bi { .. } => Err(EngineError::Internal(
+                    "a bi-encoder pair sent to a cross-encoder".into(),
                 )),
             })
             .collect::<Result<_, _>>()?;
@@ -339,9 +355,12 @@ impl RerankBackend for Reranker {
     fn prepare_query(
         &self,
         query: &str,
-        _instruction: Option<&str>,
+        instruction: Option<&str>,
         opts: &TruncationOptions,
     ) -> Result<PreparedQuery, EngineError> {
+        if let Some(decoder) = &self.decoder {
+            return decoder.prepare_query(query, instruction);
+        }
         match self.info.kind {
             ModelKind::CrossEncoder => Ok(PreparedQuery::Cross(
                 self.tokenizer.encode_query(query, opts)?,
@@ -373,9 +392,12 @@ impl RerankBackend for Reranker {
                 query: Arc::clone(ids),
                 document: self.tokenizer.encode_text(document, opts)?,
             }),
-            PreparedQuery::Decoder { .. } => Err(EngineError::Internal(
-                "a decoder's query sent to an encoder".into(),
-            )),
+            PreparedQuery::Decoder { shared, text } => match &self.decoder {
+                Some(decoder) => decoder.encode_document(shared, text, document, opts),
+                None => Err(EngineError::Internal(
+                    "a decoder's query sent to an encoder".into(),
+                )),
+            },
         }
     }
 

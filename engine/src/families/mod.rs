@@ -11,11 +11,13 @@
 //! - [`modernbert`]: ModernBERT cross-encoders (rotary embeddings, alternating sliding-window
 //!   and global attention, GeGLU).
 //! - [`deberta`]: DeBERTa-v2/v3 cross-encoders (disentangled relative attention).
+//! - [`qwen3`]: Qwen3 decoder rerankers (causal LM yes/no and converted seq-cls forms).
 
 pub mod bert;
 pub mod deberta;
 pub mod modernbert;
 pub mod padded_input;
+pub mod qwen3;
 
 use candle_core::Device;
 use candle_nn::VarBuilder;
@@ -60,6 +62,9 @@ pub struct LoadContext<'a> {
     pub device: &'a Device,
     /// The tokenizer's padding id, for padded batches.
     pub pad_id: u32,
+    /// The model's tokenizer, for families whose scoring rule names tokens (a decoder's
+    /// "yes" and "no").
+    pub tokenizer: &'a tokenizers::Tokenizer,
 }
 
 /// A loaded network of one family.

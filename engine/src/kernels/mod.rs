@@ -21,10 +21,14 @@ use unavailable as backend;
 pub(crate) mod disentangled_attention;
 mod packed_linear;
 
+pub(crate) mod causal_attention;
 pub(crate) mod geglu;
 pub(crate) mod layer_norm;
 pub(crate) mod parallel;
+pub(crate) mod rms_norm;
 pub(crate) mod rope;
+pub(crate) mod rotary_positions;
+pub(crate) mod swiglu;
 pub(crate) mod vector_math;
 pub(crate) mod windowed_attention;
 
