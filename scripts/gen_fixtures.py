@@ -7,6 +7,8 @@ Writes:
   engine/tests/fixtures/xlmr-ce/          XLMRobertaForSequenceClassification, 1 label, 34 positions (max len 32)
   engine/tests/fixtures/parity.json       reference input ids / token type ids / logits per case
   engine/tests/fixtures/minilm_bi_encoder.json   cosine scores from the real all-MiniLM-L6-v2
+  engine/tests/fixtures/{modernbert-ce*,deberta-ce*,qwen3-reranker*}/  the newer families, each with
+                                        its own parity.json, from scripts/fixtures/<family>.py
 
 The checkpoints are tiny (hidden 32, 2 layers, 4 heads, intermediate 64) with seeded random
 weights and tokenizers trained on the fixture texts.  Everything is seeded and single-threaded,
@@ -688,9 +690,12 @@ def main() -> int:
 
     # Families with a fixture module of their own (scripts/fixtures/<family>.py).
     sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+    import deberta  # noqa: E402
     import modernbert  # noqa: E402
+    import qwen3  # noqa: E402
 
-    summary += modernbert.generate(out)
+    for family in (modernbert, deberta, qwen3):
+        summary += family.generate(out)
 
     print("fixtures written to", out)
     for line in summary:
