@@ -1,7 +1,7 @@
 //! DeBERTa's transformer layers on candle tensors over padded batches: any device, any
 //! precision (reduced precisions store the projections' weights only; see `crate::precision`).
 
-use candle_core::{DType, Module, Tensor, D};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::LayerNorm;
 
 use super::weights::LayerWeights;
@@ -108,9 +108,9 @@ impl CandleLayers {
     /// Runs every layer over `x` (batch, seq, hidden) with the additive key mask `bias`
     /// (batch, 1, 1, seq, f32).
     pub fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor, EngineError> {
-        let (batch, seq, _) = x.dims3()?;
+        let seq = x.dim(1)?;
         let relative = match &self.positions {
-            Some(p) if seq > 0 => Some(RelativeIndex::new(p, batch, self.heads, seq, x.device())?),
+            Some(p) if seq > 0 => Some(RelativeIndex::new(p, seq, x.device())?),
             _ => None,
         };
         let mut x = x.clone();
@@ -148,17 +148,25 @@ impl CandleLayers {
         let v = qkv.get(2)?.contiguous()?;
         let mut scores = (q.matmul(&k.t()?)? * self.scale)?;
         if let Some(rel) = relative {
+            // Both terms are gathers from a (batch, heads, seq, width) product, taken as one
+            // index_select over its flattened last two dimensions.
+            let gather = |product: Tensor, index: &Tensor| -> Result<Tensor, EngineError> {
+                Ok(product
+                    .reshape((b, self.heads, s * rel.width))?
+                    .index_select(index, 2)?
+                    .reshape((b, self.heads, s, s))?)
+            };
             if let Some(pk) = &layer.pos_key {
                 // c2p[b, h, i, w] = q_i · PK[lo + w]; score (i, j) takes w = idx(i − j) − lo.
                 let pk = pk.narrow(1, rel.lo, rel.width)?;
                 let c2p = q.broadcast_matmul(&pk.t()?)?.contiguous()?;
-                scores = (scores + c2p.gather(&rel.c2p, D::Minus1)?)?;
+                scores = (scores + gather(c2p, &rel.c2p)?)?;
             }
             if let Some(pq) = &layer.pos_query {
                 // p2c[b, h, j, w] = k_j · PQ[lo + w]; score (i, j) takes p2c[j, idx(i − j) − lo].
                 let pq = pq.narrow(1, rel.lo, rel.width)?;
                 let p2c = k.broadcast_matmul(&pq.t()?)?.contiguous()?;
-                scores = (scores + p2c.gather(&rel.p2c, D::Minus1)?.transpose(2, 3)?)?;
+                scores = (scores + gather(p2c, &rel.p2c)?)?;
             }
         }
         // Softmax in f32 with a finite mask: no NaN whatever the dtype.
@@ -170,22 +178,21 @@ impl CandleLayers {
     }
 }
 
-/// The gather indices of one padded batch: positions run 0..seq in every row.
+/// The gather indices of one padded batch (positions run 0..seq in every row), into a
+/// product flattened to (batch, heads, seq · width): seq² entries, shared by every row and head.
 struct RelativeIndex {
     /// First and count of the position-table rows this length reaches.
     lo: usize,
     width: usize,
-    /// (batch, heads, seq, seq) u32: `[i][j] = idx(i − j) − lo`.
+    /// Entry (i, j): `i · width + idx(i − j) − lo`.
     c2p: Tensor,
-    /// (batch, heads, seq, seq) u32: `[j][i] = idx(i − j) − lo`.
+    /// Entry (i, j): `j · width + idx(i − j) − lo`.
     p2c: Tensor,
 }
 
 impl RelativeIndex {
     fn new(
         positions: &RelativePositions,
-        batch: usize,
-        heads: usize,
         seq: usize,
         device: &candle_core::Device,
     ) -> Result<Self, EngineError> {
@@ -193,25 +200,26 @@ impl RelativeIndex {
         let table = positions.table(seq);
         let lo = table.first().copied().unwrap_or(0) as usize;
         let hi = table.last().copied().unwrap_or(0) as usize;
-        let mut c2p = vec![0u32; seq * seq];
-        let mut p2c = vec![0u32; seq * seq];
+        let width = hi - lo + 1;
+        if u32::try_from(seq * width).is_err() {
+            return Err(EngineError::InvalidModel(format!(
+                "{seq} tokens are too many for relative attention over {width} positions"
+            )));
+        }
+        let mut c2p = Vec::with_capacity(seq * seq);
+        let mut p2c = Vec::with_capacity(seq * seq);
         for i in 0..seq {
             for j in 0..seq {
-                let w = table[seq - 1 + i - j] - lo as u32;
-                c2p[i * seq + j] = w;
-                p2c[j * seq + i] = w;
+                let w = table[seq - 1 + i - j] as usize - lo;
+                c2p.push((i * width + w) as u32);
+                p2c.push((j * width + w) as u32);
             }
         }
-        let expand = |v: Vec<u32>| -> Result<Tensor, EngineError> {
-            Ok(Tensor::from_vec(v, (1, 1, seq, seq), device)?
-                .broadcast_as((batch, heads, seq, seq))?
-                .contiguous()?)
-        };
         Ok(Self {
             lo,
-            width: hi - lo + 1,
-            c2p: expand(c2p)?,
-            p2c: expand(p2c)?,
+            width,
+            c2p: Tensor::from_vec(c2p, seq * seq, device)?,
+            p2c: Tensor::from_vec(p2c, seq * seq, device)?,
         })
     }
 }
