@@ -182,12 +182,23 @@ async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
         took < Duration::from_secs(10),
         "answered at the deadline: {took:?}"
     );
-    // The model is free again: a small request is served at once.
-    let r = rerank(&client, &node, &long_docs("after", 2))
-        .await
-        .expect("sent");
-    assert_eq!(r.status(), 200);
-    assert_eq!(node.metric("rerank_requests_timed_out_total").await, 1);
+    // The model is free again: a small request is served once the pass that was running at
+    // the deadline has finished (a pass cannot stop midway; on a loaded machine it can outlast
+    // the 700 ms deadline, so the small request may time out too while it waits).
+    let mut status = 0;
+    let freed = Instant::now();
+    while freed.elapsed() < Duration::from_secs(20) {
+        let r = rerank(&client, &node, &long_docs("after", 2))
+            .await
+            .expect("sent");
+        status = r.status().as_u16();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only the deadline may refuse it");
+    }
+    assert_eq!(status, 200, "the model was never free again");
+    assert!(node.metric("rerank_requests_timed_out_total").await >= 1);
     assert!(node.metric("rerank_pairs_dropped_total").await > 0);
     assert!(node.metric("rerank_pairs_computed_total").await < 400);
 }
