@@ -33,6 +33,7 @@ pub mod rank_metrics;
 mod reranker;
 mod tokenize;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -58,6 +59,10 @@ pub enum EngineError {
     Tokenizer(String),
     #[error("Input validation error: `inputs` must have less than {max} tokens. Given: {given}")]
     InputTooLong { given: usize, max: usize },
+    /// Chunking settings that leave no window to score (an overlap as long as the window, a
+    /// query that fills the model's input): the client's to fix.
+    #[error("invalid chunking: {0}")]
+    InvalidChunking(String),
     #[error("inference error: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("i/o error: {0}")]
@@ -130,6 +135,31 @@ impl EncodedPair {
     }
 }
 
+/// How a request scores documents longer than the model's window: as up to `max_chunks`
+/// windows of the document (consecutive windows sharing `overlap` tokens), each scored with the
+/// query, the document's score being its best window's. The rule: README, *Long documents*.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChunkOptions {
+    /// Windows per document at most (≥ 1).
+    pub max_chunks: usize,
+    /// Tokens consecutive windows share; `None` is one eighth of the window.
+    pub overlap: Option<usize>,
+}
+
+/// One window of a document, ready to score, and where it lies in the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentWindow {
+    /// The window's input: the query with this span of the document.
+    pub pair: EncodedPair,
+    /// Its number among the document's windows, from 0.
+    pub index: usize,
+    /// Its span of the document's tokens (special tokens not counted).
+    pub tokens: Range<usize>,
+    /// Its span of the document as sent, in characters (Unicode scalar values, as Python
+    /// indexes strings), from the tokenizer's offsets: where a client finds the passage.
+    pub chars: Range<usize>,
+}
+
 /// A request's query, tokenized once for all of its documents.
 #[derive(Debug, Clone)]
 pub enum PreparedQuery {
@@ -169,6 +199,18 @@ pub trait RerankBackend: Send + Sync {
         document: &str,
         opts: &TruncationOptions,
     ) -> Result<EncodedPair, EngineError>;
+
+    /// Splits one document into the windows [`ChunkOptions`] asks for, each tokenized with the
+    /// prepared query (a document that fits is one window, identical to [`Self::encode_document`]'s
+    /// pair when nothing is truncated). Fails with [`EngineError::InvalidChunking`] when the
+    /// settings leave no window.
+    fn encode_windows(
+        &self,
+        query: &PreparedQuery,
+        document: &str,
+        opts: &TruncationOptions,
+        chunks: &ChunkOptions,
+    ) -> Result<Vec<DocumentWindow>, EngineError>;
 
     /// Tokenizes `query` against each document (the query once).
     fn encode(

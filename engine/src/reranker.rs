@@ -21,8 +21,11 @@ use super::hf_config::{PoolingConfig, SentenceBertConfig, TokenizerConfig};
 use super::model_files::{ModelFiles, WeightFiles};
 use super::modes::{Kernels, Precision};
 use super::precision::on_device;
-use super::tokenize::{PairTokenizer, TokenIds, TruncationOptions};
-use super::{EncodedPair, EngineError, ModelInfo, ModelKind, PreparedQuery, RerankBackend};
+use super::tokenize::{PairTokenizer, TokenIds, TruncationOptions, WindowSpan};
+use super::{
+    ChunkOptions, DocumentWindow, EncodedPair, EngineError, ModelInfo, ModelKind, PreparedQuery,
+    RerankBackend,
+};
 
 /// A family's loader.
 type LoadFamily = fn(&LoadContext) -> Result<Box<dyn Family>, EngineError>;
@@ -394,6 +397,49 @@ impl RerankBackend for Reranker {
             }),
             PreparedQuery::Decoder { shared, text } => match &self.decoder {
                 Some(decoder) => decoder.encode_document(shared, text, document, opts),
+                None => Err(EngineError::Internal(
+                    "a decoder's query sent to an encoder".into(),
+                )),
+            },
+        }
+    }
+
+    fn encode_windows(
+        &self,
+        query: &PreparedQuery,
+        document: &str,
+        opts: &TruncationOptions,
+        chunks: &ChunkOptions,
+    ) -> Result<Vec<DocumentWindow>, EngineError> {
+        let window = |(ids, span): (TokenIds, WindowSpan),
+                      pair: &dyn Fn(TokenIds) -> EncodedPair| {
+            DocumentWindow {
+                pair: pair(ids),
+                index: span.index,
+                tokens: span.tokens,
+                chars: span.chars,
+            }
+        };
+        match query {
+            PreparedQuery::Cross(ids) => Ok(self
+                .tokenizer
+                .cross_windows(ids, document, opts, chunks)?
+                .into_iter()
+                .map(|w| window(w, &EncodedPair::Cross))
+                .collect()),
+            PreparedQuery::Bi(query) => Ok(self
+                .tokenizer
+                .single_windows(document, opts, chunks)?
+                .into_iter()
+                .map(|w| {
+                    window(w, &|document| EncodedPair::Bi {
+                        query: Arc::clone(query),
+                        document,
+                    })
+                })
+                .collect()),
+            PreparedQuery::Decoder { shared, text } => match &self.decoder {
+                Some(decoder) => decoder.encode_windows(shared, text, document, opts, chunks),
                 None => Err(EngineError::Internal(
                     "a decoder's query sent to an encoder".into(),
                 )),

@@ -4,7 +4,11 @@
 //! says 128 and fixed padding): we truncate `longest_first` to the model's real limit, as
 //! `transformers` and sentence-transformers do, and pad per batch in the encoder.
 
+mod windows;
+
 use tokenizers::{Encoding, PostProcessor, Token, Tokenizer};
+
+pub(crate) use windows::{char_span, overlap_for, tokens_reached, window_spans, WindowSpan};
 
 use super::EngineError;
 

@@ -9,7 +9,7 @@ use crate::actors::{Rerank, RerankOutcome};
 use crate::api::disconnect::ClientSocket;
 use crate::api::error::{ApiError, ApiErrorKind};
 use crate::state::NodeState;
-use rerank_engine::TruncationOptions;
+use rerank_engine::{ChunkOptions, TruncationOptions};
 
 /// Checks the document count against the node's limits.
 pub fn check_document_count(state: &NodeState, count: usize, field: &str) -> Result<(), ApiError> {
@@ -29,6 +29,51 @@ pub fn check_document_count(state: &NodeState, count: usize, field: &str) -> Res
     Ok(())
 }
 
+/// A request's chunking: its own `max_chunks_per_doc` / `chunk_overlap`, else the node's
+/// `MAX_CHUNKS_PER_DOC` / `CHUNK_OVERLAP_TOKENS`; `None` when each document is one (truncated)
+/// input, which is exactly the behaviour and cost without chunking.
+pub fn chunk_options(
+    state: &NodeState,
+    max_chunks: Option<i64>,
+    overlap: Option<i64>,
+) -> Result<Option<ChunkOptions>, ApiError> {
+    let limit = state.config.max_chunks_per_doc_limit;
+    let max_chunks = match max_chunks {
+        None => state.config.max_chunks_per_doc,
+        Some(n) if n < 1 => {
+            return Err(ApiError::new(
+                ApiErrorKind::InvalidField,
+                format!("max_chunks_per_doc must be at least 1, got {n}"),
+            ))
+        }
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n <= limit => n,
+            _ => {
+                return Err(ApiError::new(
+                    ApiErrorKind::InvalidField,
+                    format!(
+                        "max_chunks_per_doc {n} is over this node's limit of {limit} \
+                         (MAX_CHUNKS_PER_DOC_LIMIT)"
+                    ),
+                ))
+            }
+        },
+    };
+    let overlap = match overlap {
+        None => state.config.chunk_overlap_tokens,
+        Some(n) => Some(usize::try_from(n).map_err(|_| {
+            ApiError::new(
+                ApiErrorKind::InvalidField,
+                format!("chunk_overlap must be at least 0, got {n}"),
+            )
+        })?),
+    };
+    Ok((max_chunks > 1).then_some(ChunkOptions {
+        max_chunks,
+        overlap,
+    }))
+}
+
 /// Scores `documents` against `query` through the node actor.
 ///
 /// The request is cancelled — its queued pairs dropped unless another request shares them —
@@ -40,6 +85,7 @@ pub async fn score_documents(
     documents: Vec<String>,
     instruction: Option<String>,
     options: TruncationOptions,
+    chunks: Option<ChunkOptions>,
 ) -> Result<RerankOutcome, ApiError> {
     let cancel = CancellationToken::new();
     let _cancel_on_drop = cancel.clone().drop_guard();
@@ -55,6 +101,7 @@ pub async fn score_documents(
         documents,
         instruction,
         options,
+        chunks,
         cancel: cancel.clone(),
         span: tracing::Span::current(),
     });

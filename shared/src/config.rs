@@ -137,6 +137,15 @@ pub struct NodeConfig {
     /// The task instruction decoder rerankers (Qwen3-Reranker) use when a request names none.
     /// Unset: the model card's. Encoders take no instruction.
     pub rerank_instruction: Option<String>,
+    /// Windows a long document is scored by when a request does not say
+    /// (`max_chunks_per_doc`); 1 keeps truncation.
+    pub max_chunks_per_doc: usize,
+    /// The most windows per document a request may ask for (400 beyond): bounds the
+    /// tokenization and memory one document can cost before token admission sees it.
+    pub max_chunks_per_doc_limit: usize,
+    /// Tokens consecutive windows share when a request does not say (`chunk_overlap`). Unset:
+    /// one eighth of the window.
+    pub chunk_overlap_tokens: Option<usize>,
     /// Most documents accepted in one request.
     pub max_client_batch_size: usize,
     /// Largest request body accepted, in bytes.
@@ -195,6 +204,9 @@ impl Default for NodeConfig {
             max_batch_tokens: 16384,
             max_input_length: None,
             rerank_instruction: None,
+            max_chunks_per_doc: 1,
+            max_chunks_per_doc_limit: 64,
+            chunk_overlap_tokens: None,
             max_client_batch_size: 1000,
             payload_limit: 2_000_000,
             http_read_timeout_ms: 10_000,
@@ -324,6 +336,9 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "MAX_BATCH_TOKENS",
     "MAX_INPUT_LENGTH",
     "RERANK_INSTRUCTION",
+    "MAX_CHUNKS_PER_DOC",
+    "MAX_CHUNKS_PER_DOC_LIMIT",
+    "CHUNK_OVERLAP_TOKENS",
     "MAX_CLIENT_BATCH_SIZE",
     "PAYLOAD_LIMIT",
     "HTTP_READ_TIMEOUT_MS",
@@ -388,6 +403,20 @@ impl NodeConfig {
         check_whole(&ranges)?;
         if let Some(length) = self.max_input_length {
             check_whole(&[("MAX_INPUT_LENGTH", wide(length), 1, 1 << 20, "tokens")])?;
+        }
+        #[rustfmt::skip]
+        check_whole(&[
+            ("MAX_CHUNKS_PER_DOC_LIMIT", wide(self.max_chunks_per_doc_limit), 1, 4096, "windows"),
+            (
+                "MAX_CHUNKS_PER_DOC",
+                wide(self.max_chunks_per_doc),
+                1,
+                wide(self.max_chunks_per_doc_limit),
+                "windows, at most MAX_CHUNKS_PER_DOC_LIMIT",
+            ),
+        ])?;
+        if let Some(overlap) = self.chunk_overlap_tokens {
+            check_whole(&[("CHUNK_OVERLAP_TOKENS", wide(overlap), 0, 1 << 20, "tokens")])?;
         }
         if let Some(instruction) = &self.rerank_instruction {
             let chars = instruction.chars().count() as u64;
@@ -815,6 +844,11 @@ mod tests {
             ("MAX_QUEUED_TOKENS", "18446744073709551615"),
             ("MAX_BATCH_TOKENS", "16777217"),
             ("MAX_INPUT_LENGTH", "0"),
+            ("MAX_CHUNKS_PER_DOC", "0"),
+            ("MAX_CHUNKS_PER_DOC", "65"),
+            ("MAX_CHUNKS_PER_DOC_LIMIT", "0"),
+            ("MAX_CHUNKS_PER_DOC_LIMIT", "4097"),
+            ("CHUNK_OVERLAP_TOKENS", "1048577"),
             ("MAX_INPUT_LENGTH", "1048577"),
             ("MAX_CONNECTIONS", "1000001"),
             ("PAYLOAD_LIMIT", "1073741825"),

@@ -73,6 +73,21 @@ impl PairKey {
     }
 }
 
+impl PairKey {
+    /// The key of one window of this pair's document (long documents scored by windows): the
+    /// pair's key and the window's span of document tokens. With the query, the document and
+    /// the model fixed, the span decides the window's input, so windows are shared by requests
+    /// with other chunking settings that produce the same span.
+    pub fn window(&self, tokens: std::ops::Range<usize>) -> Self {
+        let mut h = Xxh3::new();
+        write_field(&mut h, &self.0.to_le_bytes());
+        write_field(&mut h, b"window");
+        write_field(&mut h, &(tokens.start as u64).to_le_bytes());
+        write_field(&mut h, &(tokens.end as u64).to_le_bytes());
+        Self(h.digest128())
+    }
+}
+
 impl fmt::Display for PairKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)
@@ -113,6 +128,18 @@ mod tests {
                 &t()
             )
         );
+    }
+
+    #[test]
+    fn windows_have_keys_of_their_own() {
+        let m = ModelFingerprint::new("m", 42, "none", 512);
+        let k = PairKey::new(&m, "q", None, "d", &t());
+        assert_ne!(k.window(0..10), k);
+        assert_ne!(k.window(0..10), k.window(0..11));
+        assert_ne!(k.window(0..10), k.window(1..10));
+        assert_eq!(k.window(3..9), k.window(3..9));
+        let other = PairKey::new(&m, "q", None, "e", &t());
+        assert_ne!(k.window(0..10), other.window(0..10));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use rerank_shared::api::health::{
 };
 use rerank_shared::api::openapi::{coordinator_document, node_document, RERANK_ERROR_STATUSES};
 use rerank_shared::api::tei::{ErrorResponse, ErrorType, Rank, RerankRequest};
+use rerank_shared::api::BestChunk;
 use serde_json::{json, Value};
 
 const BASE: &str = "http://rerank.invalid/openapi.json";
@@ -352,11 +353,17 @@ fn real_bodies_of_each_shape_match_their_schemas() {
             index: 1,
             score: 0.9,
             text: Some("b".into()),
+            best_chunk: Some(BestChunk {
+                index: 2,
+                start: 120,
+                end: 410,
+            }),
         },
         Rank {
             index: 0,
             score: 0.1,
             text: None,
+            best_chunk: None,
         },
     ];
     ok(
@@ -372,11 +379,17 @@ fn real_bodies_of_each_shape_match_their_schemas() {
                 index: 0,
                 relevance_score: 0.5,
                 document: Some(ResultDocument { text: "a".into() }),
+                best_chunk: Some(BestChunk {
+                    index: 0,
+                    start: 0,
+                    end: 1,
+                }),
             },
             RerankResult {
                 index: 1,
                 relevance_score: 0.25,
                 document: None,
+                best_chunk: None,
             },
         ],
         usage: Usage { total_tokens: 12 },

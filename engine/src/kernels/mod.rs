@@ -27,7 +27,6 @@ pub(crate) mod layer_norm;
 pub(crate) mod parallel;
 pub(crate) mod rms_norm;
 pub(crate) mod rope;
-pub(crate) mod rotary_positions;
 pub(crate) mod swiglu;
 pub(crate) mod vector_math;
 pub(crate) mod windowed_attention;

@@ -1,5 +1,6 @@
 //! Rotary position embedding in the rotate-half form (GPT-NeoX, Llama, ModernBERT) on packed
-//! rows, each row at its own position (positions restart at 0 in every sequence).
+//! rows, each row at its own position (positions restart at 0 in every sequence, or continue
+//! after a cached prefix in a decoder). One table serves encoders and decoders alike.
 
 use std::sync::{Arc, Mutex};
 
@@ -53,6 +54,11 @@ impl RopeTable {
             cos,
             sin,
         })
+    }
+
+    /// Values per position in [`Self::cos_sin`]: half a head.
+    pub(crate) fn half(&self) -> usize {
+        self.half
     }
 
     /// Positions the table covers.
@@ -220,5 +226,20 @@ mod tests {
         // The first positions do not change as the table grows.
         let small = RopeTable::new(10000.0, 4, 512).expect("table");
         assert_eq!(&grown.cos_sin().0[..1024], &small.cos_sin().0[..1024]);
+    }
+
+    #[test]
+    fn scores_depend_on_relative_position_only() {
+        let cache = RopeCache::new(10000.0, 8, 64).expect("cache");
+        let table = cache.covering(16).expect("table");
+        let q0: Vec<f32> = (0..8).map(|i| i as f32 * 0.3 - 1.0).collect();
+        let k0: Vec<f32> = (0..8).map(|i| 1.0 - i as f32 * 0.2).collect();
+        let dot = |pq: u32, pk: u32| {
+            let (mut q, mut k) = (q0.clone(), k0.clone());
+            table.apply(&mut q, 8, 0, 1, &[pq]).expect("q");
+            table.apply(&mut k, 8, 0, 1, &[pk]).expect("k");
+            q.iter().zip(&k).map(|(a, b)| a * b).sum::<f32>()
+        };
+        assert!((dot(5, 2) - dot(13, 10)).abs() < 1e-4);
     }
 }

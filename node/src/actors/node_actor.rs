@@ -27,7 +27,8 @@ use super::batcher_actor::{BatcherActor, BatcherSettings, BatcherStats, ComputeE
 use crate::admission::{Admission, Overloaded, TokenBudget, TokensRefused};
 use crate::cache::{LocalScoreCache, SharedScoreCache};
 use crate::metrics::NodeMetrics;
-use rerank_engine::{EngineError, RerankBackend, TruncationOptions};
+use rerank_engine::{ChunkOptions, EngineError, RerankBackend, TruncationOptions};
+use rerank_shared::api::BestChunk;
 
 /// Score `documents` against `query`.
 pub struct Rerank {
@@ -36,6 +37,8 @@ pub struct Rerank {
     /// A decoder reranker's task instruction for this request (encoders ignore it).
     pub instruction: Option<String>,
     pub options: TruncationOptions,
+    /// Score each document by its best window (`max_chunks_per_doc > 1`); `None` truncates.
+    pub chunks: Option<ChunkOptions>,
     /// Cancelled when the client is gone.
     pub cancel: CancellationToken,
     /// The HTTP request's span: the pipeline's spans (cache, dedup wait, batch queue, model
@@ -46,8 +49,10 @@ pub struct Rerank {
 /// Raw scores of a request's pairs and where its time went.
 #[derive(Debug, Clone)]
 pub struct RerankOutcome {
-    /// One raw score per document, in request order.
+    /// One raw score per document, in request order (a windowed document's best window's).
     pub raw_scores: Vec<f32>,
+    /// Where each document's best window lies, in request order, when documents were split.
+    pub best_chunks: Option<Vec<BestChunk>>,
     /// Tokens of all pairs, special tokens included (`usage.total_tokens`).
     pub total_tokens: usize,
     pub tokenization_time: Duration,

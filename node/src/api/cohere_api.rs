@@ -7,7 +7,9 @@ use rerank_shared::api::cohere::{
 };
 
 use super::error::{ApiError, ApiErrorKind, CohereApiError};
-use crate::scoring::{check_document_count, ranking, score_documents, sigmoid, timing_headers};
+use crate::scoring::{
+    check_document_count, chunk_options, ranking, score_documents, sigmoid, timing_headers,
+};
 use crate::state::NodeState;
 use rerank_engine::{ModelKind, TruncationOptions};
 use rerank_shared::request_id::RequestId;
@@ -59,6 +61,7 @@ async fn rerank(
     check_document_count(&state, req.documents.len(), "documents")?;
     let top_n = positive("top_n", req.top_n)?;
     let max_tokens_per_doc = positive("max_tokens_per_doc", req.max_tokens_per_doc)?;
+    let chunks = chunk_options(&state, req.max_chunks_per_doc, req.chunk_overlap)?;
     let return_documents = req.return_documents.unwrap_or(version == CohereVersion::V1);
     let texts: Vec<String> = req.documents.iter().map(|d| d.text().to_string()).collect();
     let opts = TruncationOptions {
@@ -73,6 +76,7 @@ async fn rerank(
         texts.clone(),
         req.instruction,
         opts,
+        chunks,
     )
     .await?;
 
@@ -92,6 +96,10 @@ async fn rerank(
             document: return_documents.then(|| ResultDocument {
                 text: texts[index].clone(),
             }),
+            best_chunk: outcome
+                .best_chunks
+                .as_ref()
+                .and_then(|b| b.get(index).copied()),
         })
         .collect();
     let id = http

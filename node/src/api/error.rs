@@ -117,6 +117,7 @@ impl From<EngineError> for ApiError {
         // No catch-all arm: a new engine error must be given its status here.
         let kind = match &e {
             EngineError::InputTooLong { .. } => ApiErrorKind::TooLarge,
+            EngineError::InvalidChunking(_) => ApiErrorKind::InvalidField,
             EngineError::Tokenizer(_) => ApiErrorKind::Tokenizer,
             EngineError::ModelNotFound(_)
             | EngineError::InvalidModel(_)

@@ -5,7 +5,9 @@ use rerank_shared::api::tei::{Rank, RerankRequest};
 use rerank_shared::api::TruncationDirection;
 
 use super::error::TeiError;
-use crate::scoring::{check_document_count, ranking, score_documents, sigmoid, timing_headers};
+use crate::scoring::{
+    check_document_count, chunk_options, ranking, score_documents, sigmoid, timing_headers,
+};
 use crate::state::NodeState;
 use rerank_engine::{ModelKind, TruncationOptions};
 
@@ -20,6 +22,7 @@ pub async fn rerank(
 ) -> Result<HttpResponse, TeiError> {
     let req = body.into_inner();
     check_document_count(&state, req.texts.len(), "texts")?;
+    let chunks = chunk_options(&state, req.max_chunks_per_doc, req.chunk_overlap)?;
     let opts = TruncationOptions {
         truncate: req.truncate.unwrap_or(false),
         direction: match req.truncation_direction {
@@ -29,8 +32,16 @@ pub async fn rerank(
         max_tokens_per_doc: None,
     };
     let texts = req.return_text.then(|| req.texts.clone());
-    let outcome =
-        score_documents(&http, &state, req.query, req.texts, req.instruction, opts).await?;
+    let outcome = score_documents(
+        &http,
+        &state,
+        req.query,
+        req.texts,
+        req.instruction,
+        opts,
+        chunks,
+    )
+    .await?;
     let normalize = !req.raw_scores && state.backend.info().kind == ModelKind::CrossEncoder;
     let scores: Vec<f32> = outcome
         .raw_scores
@@ -43,6 +54,10 @@ pub async fn rerank(
             index,
             score: scores[index],
             text: texts.as_ref().map(|t| t[index].clone()),
+            best_chunk: outcome
+                .best_chunks
+                .as_ref()
+                .and_then(|b| b.get(index).copied()),
         })
         .collect();
     let mut response = HttpResponse::Ok();

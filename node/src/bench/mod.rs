@@ -4,6 +4,11 @@
 //! int8) measured in the same run on the same checkpoint and workload.
 //!
 //! Both sides time the whole scoring call, tokenization included, for at least `seconds`.
+//!
+//! A decoder reranker (Qwen3) gets a second row per precision: the same pairs run whole, without
+//! the shared prompt prefix's keys and values reused. Requests with and without reuse alternate
+//! and each uses a query of its own, so that neither a busy machine nor the prefix cache favours
+//! one side.
 
 pub mod checkpoint;
 
@@ -16,9 +21,11 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use std::sync::Arc;
+
 use rerank_engine::{
     EncodedPair, EngineError, Kernels, LoadOptions, ModelFiles, Precision, RerankBackend, Reranker,
-    TruncationOptions,
+    TokenIds, TruncationOptions,
 };
 
 /// What to benchmark.
@@ -241,6 +248,60 @@ fn measure_padded(
     time_pairs(pairs.len(), seconds, || backend.score(&pairs).map(|_| ()))
 }
 
+/// The same decoder input with nothing shared: the prompt prefix is part of the pair's own rows.
+fn whole(pair: &EncodedPair) -> EncodedPair {
+    match pair {
+        EncodedPair::Decoder { shared, own } => EncodedPair::Decoder {
+            shared: Arc::new(TokenIds {
+                ids: Vec::new(),
+                type_ids: Vec::new(),
+            }),
+            own: TokenIds {
+                ids: shared.ids.iter().chain(&own.ids).copied().collect(),
+                type_ids: Vec::new(),
+            },
+        },
+        other => other.clone(),
+    }
+}
+
+/// Pairs per second of a decoder reranker with the prefix reused and without, requests of the
+/// two kinds alternating for at least `seconds` (and 3 of each), each with a query of its own.
+fn measure_prefix_reuse(
+    backend: &Reranker,
+    workload: &Workload,
+    seconds: f64,
+) -> Result<(f64, f64), EngineError> {
+    let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
+    let opts = TruncationOptions::default();
+    let mut iteration = 0usize;
+    let mut run = |reuse: bool| -> Result<f64, EngineError> {
+        iteration += 1;
+        let query = format!("{} {iteration}", workload.query);
+        let started = Instant::now();
+        let prepared = backend.prepare_query(&query, None, &opts)?;
+        let mut pairs = docs
+            .iter()
+            .map(|d| backend.encode_document(&prepared, d, &opts))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !reuse {
+            pairs = pairs.iter().map(whole).collect();
+        }
+        backend.score(&pairs)?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    run(true)?; // warm-up
+    let (mut reused, mut whole_s, mut rounds) = (0.0, 0.0, 0usize);
+    let started = Instant::now();
+    while rounds < 3 || started.elapsed().as_secs_f64() < seconds {
+        reused += run(true)?;
+        whole_s += run(false)?;
+        rounds += 1;
+    }
+    let pairs = (rounds * docs.len()) as f64;
+    Ok((pairs / reused, pairs / whole_s))
+}
+
 #[derive(Deserialize)]
 struct TorchOutput {
     torch: String,
@@ -369,18 +430,26 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     tokenizer
         .with_truncation(None)
         .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-    let workload = generate_workload(
-        &tokenizer,
-        settings.documents,
-        settings.document_tokens,
-        settings.mixed_lengths,
-    )?;
+    // A checkpoint that brings its own workload (the Qwen3 one does: documents in its own
+    // tokenizer's lengths) is measured on it; otherwise one is generated.
+    let own_workload = model_dir.join("workload.json");
+    let (workload, workload_path) = if settings.checkpoint.is_some() && own_workload.is_file() {
+        let text = std::fs::read_to_string(&own_workload)?;
+        let workload: Workload = serde_json::from_str(&text)
+            .map_err(|e| EngineError::InvalidModel(format!("{}: {e}", own_workload.display())))?;
+        (workload, own_workload)
+    } else {
+        let workload = generate_workload(
+            &tokenizer,
+            settings.documents,
+            settings.document_tokens,
+            settings.mixed_lengths,
+        )?;
+        let path = settings.work_dir.join("workload.json");
+        std::fs::write(&path, serde_json::to_vec(&workload).unwrap_or_default())?;
+        (workload, path)
+    };
     let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
-    let workload_path = settings.work_dir.join("workload.json");
-    std::fs::write(
-        &workload_path,
-        serde_json::to_vec(&workload).unwrap_or_default(),
-    )?;
 
     let files = ModelFiles::from_dir(&model_dir, &model_name)?;
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
@@ -403,6 +472,26 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
         }
         let info = backend.info();
         let engine = format!("rerank-node {}", info.kernels);
+        if info.family == "qwen3" {
+            let (reused, whole) = measure_prefix_reuse(&backend, &workload, settings.seconds)?;
+            rows.push(BenchRow {
+                engine: engine.clone(),
+                precision: info.quantization.clone(),
+                pairs_per_s: Some(reused),
+                note: format!(
+                    "{}, prefix reused ({:.2}x whole)",
+                    info.dtype,
+                    reused / whole
+                ),
+            });
+            rows.push(BenchRow {
+                engine: format!("{engine}, every pair run whole"),
+                precision: info.quantization.clone(),
+                pairs_per_s: Some(whole),
+                note: "same kernels, no prefix reuse".into(),
+            });
+            continue;
+        }
         rows.push(BenchRow {
             engine: engine.clone(),
             precision: info.quantization.clone(),

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::BestChunk;
+
 /// A document: a bare string or an object with a `text` field (other fields are ignored).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -59,6 +61,16 @@ pub struct CohereRerankRequest {
     /// (`RERANK_INSTRUCTION`, else the model card's). Encoders take no instruction and ignore it.
     #[serde(default)]
     pub instruction: Option<String>,
+    /// Cohere v1's chunking: score each document by its best window of up to this many (≥ 1;
+    /// `MAX_CHUNKS_PER_DOC` when absent, 1 by default: truncation).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub max_chunks_per_doc: Option<i64>,
+    /// Tokens consecutive windows share (≥ 0, less than the window; `CHUNK_OVERLAP_TOKENS`
+    /// when absent, else one eighth of the window).
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub chunk_overlap: Option<i64>,
 }
 
 /// The `document` field of a result.
@@ -78,6 +90,9 @@ pub struct RerankResult {
     /// The document's text, with `return_documents`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub document: Option<ResultDocument>,
+    /// The window that gave the score, when documents are split (`max_chunks_per_doc > 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_chunk: Option<BestChunk>,
 }
 
 /// Token accounting (Jina's `usage`).

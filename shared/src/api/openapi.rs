@@ -24,7 +24,7 @@ use super::health::{
     Info, MicroBatcherHealth, ModelHealth,
 };
 use super::tei::{ErrorResponse, ErrorType, Rank, RerankRequest};
-use super::TruncationDirection;
+use super::{BestChunk, TruncationDirection};
 
 /// The error statuses a rerank endpoint answers, each with when. Both error formats share them;
 /// [`ErrorType`] says which TEI class each carries.
@@ -244,6 +244,7 @@ fn coordinator_health() {}
     components(schemas(
         RerankRequest,
         TruncationDirection,
+        BestChunk,
         Rank,
         ErrorResponse,
         ErrorType,

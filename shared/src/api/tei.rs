@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::TruncationDirection;
+use super::{BestChunk, TruncationDirection};
 
 /// `POST /rerank` request, as TEI accepts it. The examples are what the schema fuzzer's
 /// examples phase sends first (`scripts/schemathesis.sh`).
@@ -33,6 +33,16 @@ pub struct RerankRequest {
     /// (`RERANK_INSTRUCTION`, else the model card's). Encoders take no instruction and ignore it.
     #[serde(default)]
     pub instruction: Option<String>,
+    /// Score each text by its best window of up to this many (≥ 1; `MAX_CHUNKS_PER_DOC` when
+    /// absent, 1 by default: truncation). Over 1, a long text needs no `truncate`.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub max_chunks_per_doc: Option<i64>,
+    /// Tokens consecutive windows share (≥ 0, less than the window; `CHUNK_OVERLAP_TOKENS`
+    /// when absent, else one eighth of the window).
+    #[serde(default)]
+    #[schema(minimum = 0)]
+    pub chunk_overlap: Option<i64>,
 }
 
 /// One entry of the `POST /rerank` response (a JSON array sorted by score, descending).
@@ -45,6 +55,9 @@ pub struct Rank {
     /// The text itself, with `return_text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// The window that gave the score, when texts are split (`max_chunks_per_doc > 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_chunk: Option<BestChunk>,
 }
 
 /// TEI's error classes; each maps to one HTTP status.

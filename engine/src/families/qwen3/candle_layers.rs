@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 
 use super::weights::LayerWeights;
 use crate::families::padded_input::MASKED_SCORE;
-use crate::kernels::rotary_positions::Rope;
+use crate::kernels::rope::RopeCache;
 use crate::modes::Precision;
 use crate::precision::Projection;
 use crate::EngineError;
@@ -40,17 +40,20 @@ pub(super) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor, 
     Ok(candle_nn::ops::rms_norm(&flat, weight, eps)?.reshape(dims)?)
 }
 
-/// cos and sin of `positions`, (len, head_dim / 2) each, computed as the packed path does.
+/// cos and sin of `positions`, (len, head_dim / 2) each, from the same table as the packed path.
 pub(super) fn rope_tables(
-    rope: &Rope,
+    rope: &RopeCache,
     positions: std::ops::Range<usize>,
     device: &Device,
 ) -> Result<(Tensor, Tensor), EngineError> {
-    let (cos, sin) = rope.tables(positions.clone());
-    let shape = (positions.len(), rope.head_dim() / 2);
+    let table = rope.covering(positions.end)?;
+    let (cos, sin) = table.cos_sin();
+    let half = table.half();
+    let span = positions.start * half..positions.end * half;
+    let shape = (positions.len(), half);
     Ok((
-        Tensor::from_vec(cos, shape, device)?,
-        Tensor::from_vec(sin, shape, device)?,
+        Tensor::from_slice(&cos[span.clone()], shape, device)?,
+        Tensor::from_slice(&sin[span], shape, device)?,
     ))
 }
 
@@ -191,7 +194,7 @@ impl CandleLayer {
 /// Runs `layers` over the prefix embeddings `x` (1, len, hidden), keeping keys and values.
 pub(super) fn run_prefix(
     layers: &[CandleLayer],
-    rope: &Rope,
+    rope: &RopeCache,
     x: Tensor,
 ) -> Result<CandlePrefix, EngineError> {
     let len = x.dim(1)?;
@@ -211,7 +214,7 @@ pub(super) fn run_prefix(
 /// Runs `layers` over right-padded rows `x` (batch, rows, hidden) that follow `prefix`.
 pub(super) fn run_rows(
     layers: &[CandleLayer],
-    rope: &Rope,
+    rope: &RopeCache,
     x: Tensor,
     prefix: Option<&CandlePrefix>,
 ) -> Result<Tensor, EngineError> {

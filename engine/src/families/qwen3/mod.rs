@@ -35,7 +35,7 @@ use candle_core::{Device, IndexOp, Tensor};
 use super::{Family, LoadContext, Sequence};
 use crate::kernels::causal_attention::HeadLayout;
 use crate::kernels::rms_norm::rms_norm_rows_in_place;
-use crate::kernels::rotary_positions::Rope;
+use crate::kernels::rope::RopeCache;
 use crate::kernels::{self};
 use crate::modes::{Kernels, Precision};
 use crate::precision::{supports, WordEmbeddings};
@@ -109,7 +109,7 @@ pub struct Qwen3 {
     /// (outputs × hidden) f32: "yes" and "no" rows, or the score head's row.
     head: Vec<f32>,
     form: HeadForm,
-    rope: Rope,
+    rope: RopeCache,
     hidden: usize,
     eps: f32,
     max_positions: usize,
@@ -208,7 +208,11 @@ impl Qwen3 {
             final_norm: f32_values(&body_w.norm)?,
             head,
             form,
-            rope: Rope::new(cfg.head_dim, cfg.rope_theta),
+            rope: RopeCache::new(
+                cfg.rope_theta as f32,
+                cfg.head_dim,
+                cfg.max_position_embeddings,
+            )?,
             hidden: cfg.hidden_size,
             eps: cfg.rms_norm_eps as f32,
             max_positions: cfg.max_position_embeddings,

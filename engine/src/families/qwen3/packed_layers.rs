@@ -16,7 +16,7 @@ use candle_core::Tensor;
 use super::weights::LayerWeights;
 use crate::kernels::causal_attention::{causal_attention, HeadLayout, PrefixKv, Sequence};
 use crate::kernels::rms_norm::{rms_norm_rows, rms_norm_rows_in_place};
-use crate::kernels::rotary_positions::{Rope, RopeTable};
+use crate::kernels::rope::{RopeCache, RopeTable};
 use crate::kernels::swiglu::silu_mul;
 use crate::kernels::{sized, Ctx, Epilogue, LinearScratch, PackedLinear};
 use crate::modes::Precision;
@@ -215,8 +215,7 @@ impl PackedBody {
                 self.eps,
             );
         }
-        rope.apply(qkv, w, 0, heads + kv_heads, positions);
-        Ok(())
+        rope.apply(qkv, w, 0, heads + kv_heads, positions)
     }
 
     /// `x += o(attended)`, then `x += down(silu(gate) · up)` of the normalized `x`.
@@ -244,7 +243,7 @@ impl PackedBody {
     /// each one's keys and values per layer.
     pub fn run_prefixes(
         &self,
-        rope: &Rope,
+        rope: &RopeCache,
         x: &mut [f32],
         lens: &[usize],
     ) -> Result<Vec<PackedPrefix>, EngineError> {
@@ -255,7 +254,7 @@ impl PackedBody {
             buffers: b,
         } = &mut *guard;
         let positions: Vec<u32> = lens.iter().flat_map(|&n| 0..n as u32).collect();
-        let rope = rope.table(lens.iter().copied().max().unwrap_or(0));
+        let rope = rope.covering(lens.iter().copied().max().unwrap_or(0))?;
         let (w, kvw) = (self.layout.qkv_width(), self.layout.kv_width());
         let (k_at, v_at) = (
             self.layout.heads * self.layout.head_dim,
@@ -303,7 +302,7 @@ impl PackedBody {
     /// state of each sequence's last row (before the final norm), `hidden` values each.
     pub fn run_rows(
         &self,
-        rope: &Rope,
+        rope: &RopeCache,
         x: &mut [f32],
         rows: &[PackedRows<'_>],
     ) -> Result<Vec<f32>, EngineError> {
@@ -321,7 +320,7 @@ impl PackedBody {
             })
             .collect();
         let lens: Vec<usize> = rows.iter().map(|r| r.len).collect();
-        let rope = rope.table(positions.iter().max().map_or(0, |&p| p as usize + 1));
+        let rope = rope.covering(positions.iter().max().map_or(0, |&p| p as usize + 1))?;
         let (h, ow) = (self.hidden, self.layout.out_width());
         let last = layers.len().saturating_sub(1);
         for (l, layer) in layers.iter().enumerate() {

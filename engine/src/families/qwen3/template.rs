@@ -25,8 +25,11 @@ use std::sync::Arc;
 
 use tokenizers::Tokenizer;
 
-use crate::tokenize::{TokenIds, TruncationOptions, MAX_CHARS_PER_TOKEN};
-use crate::{EncodedPair, EngineError, PreparedQuery};
+use crate::tokenize::{
+    char_span, overlap_for, tokens_reached, window_spans, TokenIds, TruncationOptions,
+    MAX_CHARS_PER_TOKEN,
+};
+use crate::{ChunkOptions, DocumentWindow, EncodedPair, EngineError, PreparedQuery};
 
 /// The card's system prefix.
 pub const PREFIX: &str = "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n";
@@ -148,6 +151,69 @@ impl DecoderTokenizer {
             });
         }
         ids.truncate(budget);
+        Ok(self.split(shared, ids))
+    }
+
+    /// A document's windows (README, *Long documents*): the middle is tokenized whole as for
+    /// [`Self::encode_document`]; its tokens up to `<Document>: ` stay in every window, and the
+    /// document's own tokens are split into windows of what the middle's budget leaves.
+    pub fn encode_windows(
+        &self,
+        shared: &Arc<TokenIds>,
+        text: &str,
+        document: &str,
+        opts: &TruncationOptions,
+        chunks: &ChunkOptions,
+    ) -> Result<Vec<DocumentWindow>, EngineError> {
+        let head_text = format!("{text}{DOCUMENT_LABEL}");
+        let head_chars = head_text.chars().count();
+        // No window reaches past max_chunks × the middle's budget of document tokens.
+        let reach = chunks.max_chunks.saturating_mul(self.middle_budget());
+        let document = char_prefix(
+            document,
+            reach.saturating_add(1).saturating_mul(MAX_CHARS_PER_TOKEN),
+        );
+        let encoding = self
+            .plain
+            .encode_char_offsets(format!("{head_text}{document}"), false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let (ids, offsets) = (encoding.get_ids(), encoding.get_offsets());
+        // A token that straddles the label's end (a space joined to the first word) is the
+        // document's.
+        let head = offsets
+            .iter()
+            .position(|o| o.1 > head_chars)
+            .unwrap_or(ids.len());
+        let window = self.middle_budget().saturating_sub(head);
+        let overlap = overlap_for(window, chunks)?;
+        let cap = tokens_reached(window, overlap, chunks)
+            .min(opts.max_tokens_per_doc.unwrap_or(usize::MAX));
+        let doc_ids = &ids[head..(head + cap).min(ids.len())];
+        let doc_offsets: Vec<(usize, usize)> = offsets[head..head + doc_ids.len()]
+            .iter()
+            .map(|o| (o.0.saturating_sub(head_chars), o.1 - head_chars))
+            .collect();
+        window_spans(doc_ids.len(), window, overlap, chunks.max_chunks)
+            .into_iter()
+            .enumerate()
+            .map(|(index, tokens)| {
+                let mut middle = ids[..head].to_vec();
+                middle.extend_from_slice(&doc_ids[tokens.clone()]);
+                Ok(DocumentWindow {
+                    pair: self.split(shared, middle),
+                    index,
+                    chars: char_span(&doc_offsets, &tokens),
+                    tokens,
+                })
+            })
+            .collect()
+    }
+
+    /// The pair of a middle's `ids` (already within the budget): the part equal to the shared
+    /// text is the shared prefix, the rest and the suffix the pair's own.
+    fn split(&self, shared: &Arc<TokenIds>, mut ids: Vec<u32>) -> EncodedPair {
+        let p = self.prefix_ids.len();
+        let text_ids = shared.ids.get(p..).unwrap_or_default();
         // Where the cut reaches into the shared text, every document keeps the same shorter part.
         let n = text_ids.len().min(ids.len());
         let own_from = if ids[..n] == text_ids[..n] { n } else { 0 };
@@ -161,13 +227,13 @@ impl DecoderTokenizer {
         };
         let mut own = ids.split_off(own_from);
         own.extend_from_slice(&self.suffix_ids);
-        Ok(EncodedPair::Decoder {
+        EncodedPair::Decoder {
             shared,
             own: TokenIds {
                 ids: own,
                 type_ids: Vec::new(),
             },
-        })
+        }
     }
 }
 

@@ -26,6 +26,7 @@ mod tests;
 
 use std::sync::Mutex;
 
+use super::parallel::{for_each_range, SharedMut};
 use crate::EngineError;
 use linear_algebra::{matmul, sized, softmax, Strided};
 pub use positions::RelativePositions;
@@ -143,13 +144,17 @@ impl DisentangledAttention<'_> {
         if threads == 1 {
             run(&mut scratch.per_thread[0]);
         } else {
-            std::thread::scope(|s| {
-                let (first, others) = scratch.per_thread.split_at_mut(1);
-                for buffers in others.iter_mut() {
-                    s.spawn(|| run(buffers));
+            // On the kernels' own pool (OpenMP's, where built with oneDNN): Rust threads started
+            // beside its spin-waiting workers would compete with them for the same cores.
+            let buffers = SharedMut(scratch.per_thread.as_mut_ptr());
+            for_each_range(threads, &|begin, end| {
+                let base = buffers;
+                for t in begin..end {
+                    // SAFETY: each t < threads = per_thread.len() is visited by exactly one
+                    // caller, and `scratch` is borrowed mutably for the whole loop.
+                    run(unsafe { &mut *base.0.add(t) });
                 }
-                run(&mut first[0]);
-            });
+            })?;
         }
 
         // Head-major blocks back to (rows × hidden).

@@ -2,6 +2,11 @@
 //! cache, the Redis tier's claims and waits, tokenization (the query once, cancellable),
 //! admission by tokens, and the batcher. Kept apart from the actor and its messages so each
 //! reads on its own.
+//!
+//! A request that splits long documents (`max_chunks_per_doc > 1`) is tokenized up front into
+//! its documents' windows (how many there are is known only then); from there on, each window
+//! is a unit like a document: keyed, cached, deduplicated across nodes and batched on its own.
+//! A document's score is its best window's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,11 +23,12 @@ use tracing::{info_span, Instrument};
 
 use super::{Rerank, RerankError, RerankOutcome};
 use crate::actors::batcher_actor::{BatcherActor, Enqueue};
-use crate::admission::{Admission, TokenBudget};
+use crate::admission::{Admission, TokenBudget, TokensRefused};
 use crate::cache::shared_tier::HeldLocks;
 use crate::cache::{CachedScore, LocalScoreCache, SharedScoreCache};
 use crate::metrics::NodeMetrics;
-use rerank_engine::{EncodedPair, RerankBackend, TruncationOptions};
+use rerank_engine::{ChunkOptions, DocumentWindow, EncodedPair, RerankBackend, TruncationOptions};
+use rerank_shared::api::BestChunk;
 
 /// Everything a request's future needs, shared with the spawned futures.
 pub(super) struct Pipeline {
@@ -62,6 +68,77 @@ enum SharedJob {
 
 type Scores = HashMap<PairKey, CachedScore>;
 
+/// What a request computes: one key per unit (a document, or a window of one).
+struct Work<'a> {
+    msg: &'a Rerank,
+    keys: Vec<PairKey>,
+    /// The windows' inputs, tokenized up front, one per key; `None` when the units are the
+    /// documents themselves, tokenized only when they miss the caches.
+    windows: Option<Vec<EncodedPair>>,
+}
+
+/// A windowed document's windows: where its units start among the request's keys, and each
+/// window's place in the document.
+struct WindowedDocument {
+    first_unit: usize,
+    windows: Vec<BestChunk>,
+}
+
+/// Splits `documents` into windows (the query once), checking `cancel` between documents and
+/// refusing (413) as soon as the windows' tokens pass `token_limit`, so one request cannot
+/// build more windows than the node would ever admit.
+fn tokenize_windows(
+    backend: &dyn RerankBackend,
+    msg: (&str, Option<&str>, &[String]),
+    opts: &TruncationOptions,
+    chunks: &ChunkOptions,
+    token_limit: usize,
+    cancel: &CancellationToken,
+) -> Result<Vec<Vec<DocumentWindow>>, RerankError> {
+    let (query, instruction, documents) = msg;
+    let prepared = backend.prepare_query(query, instruction, opts)?;
+    let mut windowed = Vec::with_capacity(documents.len());
+    let mut tokens = 0usize;
+    for document in documents {
+        if cancel.is_cancelled() {
+            return Err(RerankError::Cancelled);
+        }
+        let windows = backend.encode_windows(&prepared, document, opts, chunks)?;
+        tokens += windows.iter().map(|w| w.pair.token_count()).sum::<usize>();
+        if tokens > token_limit {
+            return Err(TokensRefused::TooLarge {
+                tokens,
+                limit: token_limit,
+            }
+            .into());
+        }
+        windowed.push(windows);
+    }
+    Ok(windowed)
+}
+
+/// The truncation options a request is tokenized under: its own, except that a request split
+/// into windows truncates (the query to half the limit; windows never exceed the limit), since
+/// splitting is how it asked long input to be handled.
+fn windowed_options(msg: &Rerank) -> TruncationOptions {
+    TruncationOptions {
+        truncate: msg.options.truncate || msg.chunks.is_some(),
+        ..msg.options
+    }
+}
+
+/// The index of the best of `scores` (the first of equals; NaN counts as the lowest).
+fn best_of(scores: &[f32]) -> usize {
+    let key = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s };
+    let mut best = 0;
+    for (i, &s) in scores.iter().enumerate() {
+        if key(s) > key(scores[best]) {
+            best = i;
+        }
+    }
+    best
+}
+
 /// Tokenizes `documents` against `query` (the query once), checking `cancel` between documents
 /// so a departed or timed-out request stops costing CPU on the blocking pool.
 fn tokenize(
@@ -98,7 +175,7 @@ impl Pipeline {
             self.metrics.requests_rejected.inc();
         }
         let _permit = admitted?;
-        let opts = msg.options;
+        let opts = windowed_options(&msg);
         let truncation = TruncationKey {
             truncate: opts.truncate,
             direction: match opts.direction {
@@ -107,7 +184,7 @@ impl Pipeline {
             },
             max_tokens_per_doc: opts.max_tokens_per_doc,
         };
-        let keys: Vec<PairKey> = msg
+        let document_keys: Vec<PairKey> = msg
             .documents
             .iter()
             .map(|d| {
@@ -120,6 +197,51 @@ impl Pipeline {
                 )
             })
             .collect();
+        let mut timings = Timings::default();
+        let (work, windowed) = match &msg.chunks {
+            None => (
+                Work {
+                    msg: &msg,
+                    keys: document_keys,
+                    windows: None,
+                },
+                None,
+            ),
+            Some(chunks) => {
+                let tokenize_started = Instant::now();
+                let windows = self.tokenize_windows(&msg, *chunks).await?;
+                timings.tokenization = tokenize_started.elapsed();
+                let mut keys = Vec::new();
+                let mut pairs = Vec::new();
+                let mut documents = Vec::with_capacity(windows.len());
+                for (document_key, windows) in document_keys.iter().zip(windows) {
+                    documents.push(WindowedDocument {
+                        first_unit: keys.len(),
+                        windows: windows
+                            .iter()
+                            .map(|w| BestChunk {
+                                index: w.index,
+                                start: w.chars.start,
+                                end: w.chars.end,
+                            })
+                            .collect(),
+                    });
+                    for window in windows {
+                        keys.push(document_key.window(window.tokens));
+                        pairs.push(window.pair);
+                    }
+                }
+                (
+                    Work {
+                        msg: &msg,
+                        keys,
+                        windows: Some(pairs),
+                    },
+                    Some(documents),
+                )
+            }
+        };
+        let keys = &work.keys;
         self.metrics.pairs_requested.inc_by(keys.len() as u64);
 
         // Local cache first; `missing` holds the first document index of each distinct miss.
@@ -144,38 +266,92 @@ impl Pipeline {
         self.metrics.local_cache_hits.inc_by(cache_hits as u64);
         self.metrics.local_cache_misses.inc_by(missing.len() as u64);
 
-        let mut timings = Timings::default();
         if !missing.is_empty() {
             match &self.shared {
                 Some(shared) => {
-                    self.resolve_shared(shared, &msg, &keys, missing, &mut scores, &mut timings)
+                    self.resolve_shared(shared, &work, missing, &mut scores, &mut timings)
                         .await?
                 }
                 None => {
-                    let (computed, t) = self.compute(&msg, &keys, &missing).await?;
+                    let (computed, t) = self.compute(&work, &missing).await?;
                     timings.merge(t);
                     scores.extend(computed);
                 }
             }
         }
 
-        let mut raw_scores = Vec::with_capacity(keys.len());
+        let mut unit_scores = Vec::with_capacity(keys.len());
         let mut total_tokens = 0usize;
-        for key in &keys {
+        for key in keys {
             let found = scores
                 .get(key)
                 .ok_or_else(|| RerankError::Internal("a pair got no score".into()))?;
-            raw_scores.push(found.raw);
+            unit_scores.push(found.raw);
             total_tokens += found.tokens as usize;
         }
+        let (raw_scores, best_chunks) = match windowed {
+            None => (unit_scores, None),
+            Some(documents) => {
+                let mut raw = Vec::with_capacity(documents.len());
+                let mut best = Vec::with_capacity(documents.len());
+                for document in documents {
+                    let span = document.first_unit..document.first_unit + document.windows.len();
+                    let scores = unit_scores
+                        .get(span)
+                        .ok_or_else(|| RerankError::Internal("a window got no score".into()))?;
+                    let i = best_of(scores);
+                    raw.push(scores.get(i).copied().unwrap_or(f32::NAN));
+                    best.push(document.windows.get(i).copied().ok_or_else(|| {
+                        RerankError::Internal("a document without windows".into())
+                    })?);
+                }
+                (raw, Some(best))
+            }
+        };
         Ok(RerankOutcome {
             raw_scores,
+            best_chunks,
             total_tokens,
             tokenization_time: timings.tokenization,
             queue_time: timings.queue,
             inference_time: timings.inference,
             total_time: started.elapsed(),
         })
+    }
+
+    /// Tokenizes the request's documents into windows on the blocking pool.
+    async fn tokenize_windows(
+        &self,
+        msg: &Rerank,
+        chunks: ChunkOptions,
+    ) -> Result<Vec<Vec<DocumentWindow>>, RerankError> {
+        let backend = self.backend.clone();
+        let query = msg.query.clone();
+        let instruction = self.instruction(msg).map(str::to_owned);
+        let documents = msg.documents.clone();
+        let opts = windowed_options(msg);
+        let cancel = msg.cancel.clone();
+        let limit = self.tokens.limit();
+        let windows = tokio::task::spawn_blocking(move || {
+            tokenize_windows(
+                &*backend,
+                (&query, instruction.as_deref(), &documents),
+                &opts,
+                &chunks,
+                limit,
+                &cancel,
+            )
+        })
+        .instrument(info_span!(
+            "tokenize.windows",
+            documents = msg.documents.len()
+        ))
+        .await
+        .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))?;
+        if matches!(windows, Err(RerankError::Tokens(_))) {
+            self.metrics.requests_rejected.inc();
+        }
+        windows
     }
 
     /// Resolves local misses through Redis (the protocol: `cache/shared_tier/dedup.rs`):
@@ -187,12 +363,12 @@ impl Pipeline {
     async fn resolve_shared(
         &self,
         shared: &Arc<SharedScoreCache>,
-        msg: &Rerank,
-        keys: &[PairKey],
+        work: &Work<'_>,
         missing: Vec<usize>,
         scores: &mut Scores,
         timings: &mut Timings,
     ) -> Result<(), RerankError> {
+        let keys = &work.keys;
         let missing_keys: Vec<PairKey> = missing.iter().map(|&i| keys[i]).collect();
         let mut unresolved = Vec::new();
         let lookup = shared
@@ -220,7 +396,7 @@ impl Pipeline {
             .await;
         let Some(claim) = claim else {
             // Redis did not answer: nobody coordinates, compute everything here.
-            let (computed, t) = self.compute(msg, keys, &unresolved).await?;
+            let (computed, t) = self.compute(work, &unresolved).await?;
             timings.merge(t);
             shared.store(&computed, None).await;
             scores.extend(computed);
@@ -259,7 +435,7 @@ impl Pipeline {
             loop {
                 tokio::select! {
                     Some(job) = job_queue.recv() => {
-                        running.push(self.compute_shared_job(shared, msg, keys, &index_of, job));
+                        running.push(self.compute_shared_job(shared, work, &index_of, job));
                     }
                     Some(done) = running.next() => {
                         let (c, jt) = done?;
@@ -286,8 +462,7 @@ impl Pipeline {
     async fn compute_shared_job(
         &self,
         shared: &SharedScoreCache,
-        msg: &Rerank,
-        keys: &[PairKey],
+        work: &Work<'_>,
         index_of: &HashMap<PairKey, usize>,
         job: SharedJob,
     ) -> Result<(Vec<(PairKey, CachedScore)>, Timings), RerankError> {
@@ -299,53 +474,50 @@ impl Pipeline {
         };
         match job {
             SharedJob::Locked(locks) => {
-                let (computed, t) = self.compute(msg, keys, &indices(locks.keys())).await?;
+                let (computed, t) = self.compute(work, &indices(locks.keys())).await?;
                 locks.store(&computed).await;
                 Ok((computed, t))
             }
             SharedJob::Unlocked(pairs) => {
-                let (computed, t) = self.compute(msg, keys, &indices(&pairs)).await?;
+                let (computed, t) = self.compute(work, &indices(&pairs)).await?;
                 shared.store(&computed, None).await;
                 Ok((computed, t))
             }
         }
     }
 
-    /// Tokenizes the documents at `indices` and scores them through the batcher.
+    /// Scores the units at `indices` through the batcher, tokenizing them first when they are
+    /// documents.
     async fn compute(
         &self,
-        msg: &Rerank,
-        keys: &[PairKey],
+        work: &Work<'_>,
         indices: &[usize],
     ) -> Result<(Vec<(PairKey, CachedScore)>, Timings), RerankError> {
         let mut timings = Timings::default();
         if indices.is_empty() {
             return Ok((Vec::new(), timings));
         }
-        let tokenize_started = Instant::now();
-        let backend = self.backend.clone();
-        let query = msg.query.clone();
-        let instruction = self.instruction(msg).map(str::to_owned);
-        let opts = msg.options;
-        let cancel = msg.cancel.clone();
-        let docs: Vec<String> = indices.iter().map(|&i| msg.documents[i].clone()).collect();
-        let pairs = tokio::task::spawn_blocking(move || {
-            tokenize(
-                &*backend,
-                &query,
-                instruction.as_deref(),
-                &docs,
-                &opts,
-                &cancel,
-            )
-        })
-        .instrument(info_span!("tokenize", pairs = indices.len()))
-        .await
-        .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))??;
-        timings.tokenization = tokenize_started.elapsed();
-        self.metrics
-            .tokenization_time
-            .observe(timings.tokenization.as_secs_f64());
+        let (msg, keys) = (work.msg, &work.keys);
+        let pairs = match &work.windows {
+            Some(windows) => indices
+                .iter()
+                .map(|&i| {
+                    windows
+                        .get(i)
+                        .cloned()
+                        .ok_or_else(|| RerankError::Internal("a window without input".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => {
+                let tokenize_started = Instant::now();
+                let pairs = self.tokenize_documents(msg, indices).await?;
+                timings.tokenization = tokenize_started.elapsed();
+                self.metrics
+                    .tokenization_time
+                    .observe(timings.tokenization.as_secs_f64());
+                pairs
+            }
+        };
 
         // Admission by work: the reservation is held until these pairs are scored.
         let tokens: usize = pairs.iter().map(EncodedPair::token_count).sum();
@@ -381,5 +553,32 @@ impl Pipeline {
             ));
         }
         Ok((computed, timings))
+    }
+
+    /// Tokenizes the documents at `indices` on the blocking pool (the query once).
+    async fn tokenize_documents(
+        &self,
+        msg: &Rerank,
+        indices: &[usize],
+    ) -> Result<Vec<EncodedPair>, RerankError> {
+        let backend = self.backend.clone();
+        let query = msg.query.clone();
+        let instruction = self.instruction(msg).map(str::to_owned);
+        let opts = msg.options;
+        let cancel = msg.cancel.clone();
+        let docs: Vec<String> = indices.iter().map(|&i| msg.documents[i].clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            tokenize(
+                &*backend,
+                &query,
+                instruction.as_deref(),
+                &docs,
+                &opts,
+                &cancel,
+            )
+        })
+        .instrument(info_span!("tokenize", pairs = indices.len()))
+        .await
+        .map_err(|e| RerankError::Internal(format!("tokenization task: {e}")))?
     }
 }
