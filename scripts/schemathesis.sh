@@ -11,7 +11,7 @@
 # application/json; the coverage phase's content-type probes carry others.
 #
 # Usage: scripts/schemathesis.sh [path/to/rerank-node]
-#   default binary: $CARGO_TARGET_DIR/debug/rerank-node (CARGO_TARGET_DIR defaults to ./target)
+#   default binary: $CARGO_TARGET_DIR/release/rerank-node (CARGO_TARGET_DIR defaults to ./target)
 # Environment (all optional):
 #   SCHEMATHESIS_MAX_EXAMPLES  examples per operation and phase (default 50)
 #   SCHEMATHESIS_SEED          hypothesis seed (default fixed, so CI runs are reproducible)
@@ -23,13 +23,13 @@ cd "$root"
 
 version="4.32.5"
 venv="${HOME}/.cache/rerank-cluster/venv-schemathesis"
-binary="${1:-${CARGO_TARGET_DIR:-$root/target}/debug/rerank-node}"
+binary="${1:-${CARGO_TARGET_DIR:-$root/target}/release/rerank-node}"
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-50}"
 seed="${SCHEMATHESIS_SEED:-13}"
 time_limit="${SCHEMATHESIS_TIME_LIMIT:-240}"
 
 if [ ! -x "$binary" ]; then
-  echo "schemathesis: no node binary at $binary (cargo build -p rerank-node, or pass its path)" >&2
+  echo "schemathesis: no node binary at $binary (cargo build --release --workspace, or pass its path)" >&2
   exit 2
 fi
 

@@ -31,8 +31,8 @@ async fn start_node(model: &str, port: u16) -> NodeProcess {
 }
 
 impl Cluster {
-    async fn start(nodes: usize, extra: &[(&str, &str)]) -> Option<Self> {
-        let model = minilm_dir()?.to_string_lossy().to_string();
+    async fn start(nodes: usize, extra: &[(&str, &str)]) -> Self {
+        let model = minilm_dir().to_string_lossy().to_string();
         let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
         let mut procs = Vec::new();
         for &p in &ports {
@@ -55,12 +55,12 @@ impl Cluster {
             &env,
         )
         .await;
-        Some(Self {
+        Self {
             nodes: procs,
             ports,
             coordinator,
             model,
-        })
+        }
     }
 
     fn node_id(&self, i: usize) -> String {
@@ -142,9 +142,7 @@ async fn steady_load(
 
 #[tokio::test]
 async fn one_query_lands_on_one_node_and_the_api_passes_through() {
-    let Some(cluster) = Cluster::start(3, &[]).await else {
-        return;
-    };
+    let cluster = Cluster::start(3, &[]).await;
     let docs = [
         "Berlin is the capital of Germany.",
         "Paris is the capital and largest city of France.",
@@ -203,9 +201,7 @@ async fn one_query_lands_on_one_node_and_the_api_passes_through() {
 
 #[tokio::test]
 async fn a_killed_node_fails_no_request_and_takes_its_share_again_after_restart() {
-    let Some(mut cluster) = Cluster::start(3, &[]).await else {
-        return;
-    };
+    let mut cluster = Cluster::start(3, &[]).await;
     let before = steady_load(&cluster, "warm", 2, 6, Duration::ZERO).await;
     assert!(before.is_empty(), "{before:?}");
 
@@ -254,9 +250,7 @@ async fn a_killed_node_fails_no_request_and_takes_its_share_again_after_restart(
 
 #[tokio::test]
 async fn admin_needs_the_token_and_a_drain_loses_nothing() {
-    let Some(cluster) = Cluster::start(3, &[]).await else {
-        return;
-    };
+    let cluster = Cluster::start(3, &[]).await;
     let get = reqwest::Method::GET;
     assert_eq!(
         cluster
@@ -344,9 +338,7 @@ async fn admin_needs_the_token_and_a_drain_loses_nothing() {
 
 #[tokio::test]
 async fn with_every_node_down_clients_get_a_quick_503() {
-    let Some(mut cluster) = Cluster::start(1, &[]).await else {
-        return;
-    };
+    let mut cluster = Cluster::start(1, &[]).await;
     if let Some(mut n) = cluster.nodes[0].take() {
         n.kill();
     }
@@ -371,10 +363,8 @@ async fn with_every_node_down_clients_get_a_quick_503() {
 
 #[tokio::test]
 async fn nodes_registered_in_redis_join_and_leave_the_ring() {
-    let Some(redis) = common::RedisProcess::start() else {
-        return;
-    };
-    let Some(model) = minilm_dir() else { return };
+    let redis = common::RedisProcess::start();
+    let model = minilm_dir();
     let model = model.to_string_lossy().to_string();
     let url = redis.url();
     let node_env = [

@@ -88,10 +88,8 @@ async fn rerank(coordinator: &NodeProcess, query: &str) -> u16 {
 
 #[tokio::test]
 async fn forged_registrations_get_no_traffic_and_never_the_admin_token() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
-    let Some(model) = minilm_dir() else { return };
+    let redis = RedisProcess::start();
+    let model = minilm_dir();
     let model = model.to_string_lossy().to_string();
     let url = redis.url();
     let node = NodeProcess::start(&[
@@ -201,10 +199,8 @@ async fn forged_registrations_get_no_traffic_and_never_the_admin_token() {
 
 #[tokio::test]
 async fn a_drained_registration_stays_out_until_the_node_registers_anew() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
-    let Some(model) = minilm_dir() else { return };
+    let redis = RedisProcess::start();
+    let model = minilm_dir();
     let model = model.to_string_lossy().to_string();
     let url = redis.url();
     let node_env = [

@@ -60,7 +60,7 @@ fn fixture() -> Fixture {
 
 fn model_dir(name: &str) -> PathBuf {
     if name == "minilm" {
-        common::minilm_dir().expect("all-MiniLM-L6-v2 (scripts/fetch_default_model.sh)")
+        common::minilm_dir()
     } else {
         common::fixtures().join(name)
     }

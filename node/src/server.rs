@@ -88,6 +88,22 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
     .await
     .map_err(|e| ServeError::Device(format!("model loading task failed: {e}")))??;
     let info = backend.info();
+    if info.device == "cpu" && !info.kernels.starts_with("onednn") {
+        // The 2.4x slower path is never taken silently (a build without oneDNN used to say so
+        // only at INFO level).
+        let why = if !rerank_engine::onednn_available() {
+            "this binary was built without oneDNN; install it (`apt-get install libdnnl-dev`) and \
+             rebuild: ./start_reranker.sh does both"
+        } else if kernels == Kernels::Candle {
+            "CPU_KERNELS=candle asks for them"
+        } else {
+            "the packed kernels do not run this model in this precision"
+        };
+        tracing::warn!(
+            kernels = %info.kernels,
+            "the model runs on candle's pure-Rust kernels, about 2.4x slower on CPU than oneDNN's: {why}"
+        );
+    }
     let fingerprint = ModelFingerprint::new(
         &info.model_id,
         weights_hash,

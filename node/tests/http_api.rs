@@ -14,12 +14,12 @@ const DOCS: [&str; 4] = [
     "France is known for its wine and cheese.",
 ];
 
-async fn start_node(extra: &[(&str, &str)]) -> Option<NodeProcess> {
-    let dir = minilm_dir()?;
+async fn start_node(extra: &[(&str, &str)]) -> NodeProcess {
+    let dir = minilm_dir();
     let dir = dir.to_string_lossy().to_string();
     let mut env = vec![("MODEL_PATH", dir.as_str())];
     env.extend_from_slice(extra);
-    Some(NodeProcess::start(&env).await)
+    NodeProcess::start(&env).await
 }
 
 async fn post(
@@ -48,9 +48,7 @@ fn json_body(v: Value) -> Vec<u8> {
 
 #[tokio::test]
 async fn paris_ranks_first_through_every_rerank_shape() {
-    let Some(node) = start_node(&[]).await else {
-        return;
-    };
+    let node = start_node(&[]).await;
 
     let (status, headers, ranks) = post(
         &node,
@@ -120,9 +118,7 @@ async fn paris_ranks_first_through_every_rerank_shape() {
 
 #[tokio::test]
 async fn mixed_precision_computes_bf16_only_where_the_cpu_has_it() {
-    let Some(node) = start_node(&[("ENABLE_MIXED_PRECISION", "true")]).await else {
-        return;
-    };
+    let node = start_node(&[("ENABLE_MIXED_PRECISION", "true")]).await;
     let health = node.health().await;
     let expected = if rerank_engine::native_bf16() {
         "bf16"
@@ -142,9 +138,7 @@ async fn mixed_precision_computes_bf16_only_where_the_cpu_has_it() {
 
 #[tokio::test]
 async fn service_endpoints_describe_the_node() {
-    let Some(node) = start_node(&[("NODE_ID", "node-under-test")]).await else {
-        return;
-    };
+    let node = start_node(&[("NODE_ID", "node-under-test")]).await;
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("{}{path}", node.base)).send();
 
@@ -246,9 +240,7 @@ async fn service_endpoints_describe_the_node() {
 
 #[tokio::test]
 async fn request_ids_are_kept_or_assigned_on_every_response() {
-    let Some(node) = start_node(&[]).await else {
-        return;
-    };
+    let node = start_node(&[]).await;
     let client = reqwest::Client::new();
     let resp = client
         .get(format!("{}/health", node.base))
@@ -302,11 +294,7 @@ enum Format {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_the_node_stays_up() {
-    let Some(mut node) =
-        start_node(&[("MAX_CLIENT_BATCH_SIZE", "8"), ("PAYLOAD_LIMIT", "65536")]).await
-    else {
-        return;
-    };
+    let mut node = start_node(&[("MAX_CLIENT_BATCH_SIZE", "8"), ("PAYLOAD_LIMIT", "65536")]).await;
     let long_text = "paris ".repeat(400);
     let oversized = json_body(json!({"query": "q", "texts": ["x".repeat(70_000)]}));
     let oversized_cohere = json_body(json!({"query": "q", "documents": ["x".repeat(70_000)]}));

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 const QUERY: &str = "What is the capital of France?";
 
-async fn start_node(redis: &RedisProcess, extra: &[(&str, &str)]) -> Option<NodeProcess> {
-    let dir = minilm_dir()?.to_string_lossy().to_string();
+async fn start_node(redis: &RedisProcess, extra: &[(&str, &str)]) -> NodeProcess {
+    let dir = minilm_dir().to_string_lossy().to_string();
     let url = redis.url();
     let mut env = vec![
         ("MODEL_PATH", dir.as_str()),
@@ -20,7 +20,7 @@ async fn start_node(redis: &RedisProcess, extra: &[(&str, &str)]) -> Option<Node
         ("REDIS_URL", url.as_str()),
     ];
     env.extend_from_slice(extra);
-    Some(NodeProcess::start(&env).await)
+    NodeProcess::start(&env).await
 }
 
 fn docs(tag: &str, n: usize, words: usize) -> Vec<String> {
@@ -47,15 +47,9 @@ async fn rerank(node: &NodeProcess, texts: &[String]) -> reqwest::Result<(u16, V
 
 #[tokio::test]
 async fn a_pair_computed_on_one_node_is_served_by_another() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
-    let Some(a) = start_node(&redis, &[]).await else {
-        return;
-    };
-    let Some(b) = start_node(&redis, &[]).await else {
-        return;
-    };
+    let redis = RedisProcess::start();
+    let a = start_node(&redis, &[]).await;
+    let b = start_node(&redis, &[]).await;
     let texts = docs("shared", 6, 2);
     let (status, from_a) = rerank(&a, &texts).await.expect("a");
     assert_eq!(status, 200);
@@ -76,14 +70,10 @@ async fn a_pair_computed_on_one_node_is_served_by_another() {
 
 #[tokio::test]
 async fn identical_requests_across_three_nodes_compute_each_pair_once() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
+    let redis = RedisProcess::start();
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let Some(n) = start_node(&redis, &[("MAX_PARALLEL_REQUESTS", "16")]).await else {
-            return;
-        };
+        let n = start_node(&redis, &[("MAX_PARALLEL_REQUESTS", "16")]).await;
         nodes.push(n);
     }
     let texts = docs("dedup", 8, 6);
@@ -107,19 +97,11 @@ async fn identical_requests_across_three_nodes_compute_each_pair_once() {
 
 #[tokio::test]
 async fn waiters_still_succeed_when_the_owner_is_killed_mid_computation() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
+    let redis = RedisProcess::start();
     let lock = [("REDIS_LOCK_TTL_MS", "3000")];
-    let Some(mut owner) = start_node(&redis, &lock).await else {
-        return;
-    };
-    let Some(b) = start_node(&redis, &lock).await else {
-        return;
-    };
-    let Some(c) = start_node(&redis, &lock).await else {
-        return;
-    };
+    let mut owner = start_node(&redis, &lock).await;
+    let b = start_node(&redis, &lock).await;
+    let c = start_node(&redis, &lock).await;
     let texts = docs("crash", 96, 12);
     let owner_request = {
         let client = reqwest::Client::new();
@@ -180,16 +162,10 @@ async fn waiters_still_succeed_when_the_owner_is_killed_mid_computation() {
 
 #[tokio::test]
 async fn redis_dying_under_load_fails_no_request_and_sharing_resumes() {
-    let Some(mut redis) = RedisProcess::start() else {
-        return;
-    };
+    let mut redis = RedisProcess::start();
     let port = redis.port;
-    let Some(a) = start_node(&redis, &[]).await else {
-        return;
-    };
-    let Some(b) = start_node(&redis, &[]).await else {
-        return;
-    };
+    let a = start_node(&redis, &[]).await;
+    let b = start_node(&redis, &[]).await;
     let nodes = [&a, &b];
     let mut failures = Vec::new();
     let mut sent = 0;
@@ -219,7 +195,7 @@ async fn redis_dying_under_load_fails_no_request_and_sharing_resumes() {
     );
     assert_eq!(a.health().await["distributed_cache"]["connected"], false);
 
-    let redis = RedisProcess::start_on(port).expect("restarted");
+    let redis = RedisProcess::start_on(port);
     let restarted = Instant::now();
     while a.health().await["distributed_cache"]["connected"] != true
         || b.health().await["distributed_cache"]["connected"] != true
@@ -244,16 +220,10 @@ async fn redis_dying_under_load_fails_no_request_and_sharing_resumes() {
 
 #[tokio::test]
 async fn entries_expire_after_the_ttl() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
+    let redis = RedisProcess::start();
     let ttl = [("REDIS_TTL_SECONDS", "2")];
-    let Some(a) = start_node(&redis, &ttl).await else {
-        return;
-    };
-    let Some(b) = start_node(&redis, &ttl).await else {
-        return;
-    };
+    let a = start_node(&redis, &ttl).await;
+    let b = start_node(&redis, &ttl).await;
     let texts = docs("ttl", 3, 2);
     assert_eq!(rerank(&a, &texts).await.expect("a").0, 200);
     let client = redis::Client::open(redis.url()).expect("client");

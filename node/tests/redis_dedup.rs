@@ -28,15 +28,15 @@ fn node_binary() -> PathBuf {
         .unwrap_or_else(common::node_binary)
 }
 
-async fn start_node(redis_url: &str, extra: &[(&str, &str)]) -> Option<NodeProcess> {
-    let dir = minilm_dir()?.to_string_lossy().to_string();
+async fn start_node(redis_url: &str, extra: &[(&str, &str)]) -> NodeProcess {
+    let dir = minilm_dir().to_string_lossy().to_string();
     let mut env = vec![
         ("MODEL_PATH", dir.as_str()),
         ("REDIS_ENABLED", "true"),
         ("REDIS_URL", redis_url),
     ];
     env.extend_from_slice(extra);
-    Some(NodeProcess::start_binary(&node_binary(), free_port(), &env).await)
+    NodeProcess::start_binary(&node_binary(), free_port(), &env).await
 }
 
 fn docs(tag: &str, n: usize, words: usize) -> Vec<String> {
@@ -239,9 +239,7 @@ async fn read_line(
 
 #[tokio::test]
 async fn interleaved_owners_publish_without_waiting_on_each_other() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
+    let redis = RedisProcess::start();
     let gate = Arc::new(Lockstep::default());
     let (proxy_a, proxy_b) = (
         InterleavingProxy::start(redis.port, gate.clone(), 0).await,
@@ -253,12 +251,8 @@ async fn interleaved_owners_publish_without_waiting_on_each_other() {
         ("REDIS_LOCK_TTL_MS", "10000"),
         ("REDIS_TIMEOUT_MS", "10000"),
     ];
-    let Some(a) = start_node(&proxy_a.url(), &env).await else {
-        return;
-    };
-    let Some(b) = start_node(&proxy_b.url(), &env).await else {
-        return;
-    };
+    let a = start_node(&proxy_a.url(), &env).await;
+    let b = start_node(&proxy_b.url(), &env).await;
     // Warm both models up, so the timed requests measure the protocol.
     for (node, tag) in [(&a, "warm a"), (&b, "warm b")] {
         assert_eq!(
@@ -315,16 +309,10 @@ async fn interleaved_owners_publish_without_waiting_on_each_other() {
 
 #[tokio::test]
 async fn an_owner_that_gives_up_hands_its_pairs_to_waiters_at_once() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
+    let redis = RedisProcess::start();
     let env = [("REDIS_LOCK_TTL_MS", "20000")];
-    let Some(owner) = start_node(&redis.url(), &env).await else {
-        return;
-    };
-    let Some(waiter) = start_node(&redis.url(), &env).await else {
-        return;
-    };
+    let owner = start_node(&redis.url(), &env).await;
+    let waiter = start_node(&redis.url(), &env).await;
     // The owner's request: the shared pairs plus many long ones that keep it computing (its
     // computation returns all pairs at once) long after its client has gone.
     let shared = docs("released", 8, 4);
@@ -385,16 +373,10 @@ async fn an_owner_that_gives_up_hands_its_pairs_to_waiters_at_once() {
 
 #[tokio::test]
 async fn a_wait_ends_when_the_awaited_lock_expires() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
+    let redis = RedisProcess::start();
     let env = [("REDIS_LOCK_TTL_MS", "10000")];
-    let Some(a) = start_node(&redis.url(), &env).await else {
-        return;
-    };
-    let Some(b) = start_node(&redis.url(), &env).await else {
-        return;
-    };
+    let a = start_node(&redis.url(), &env).await;
+    let b = start_node(&redis.url(), &env).await;
     // A computes the pairs, so their key names are known; then they are made to look like
     // pairs a hung owner locked 8.5 s ago: no score, a lock with 1.5 s left.
     let texts = docs("expiring", 4, 2);
@@ -445,9 +427,7 @@ async fn a_wait_ends_when_the_awaited_lock_expires() {
 /// the waiter takes the pairs over within about a lease — not after `REDIS_LOCK_TTL_MS`.
 #[tokio::test]
 async fn a_live_owner_keeps_its_leases_and_a_dead_ones_lapse_within_one() {
-    let Some(redis) = RedisProcess::start() else {
-        return;
-    };
+    let redis = RedisProcess::start();
     // Default lock TTL (30 s). A thousand 256-token documents on one thread in small passes:
     // the owner computes for many 3 s leases even on a fast CPU.
     let env = [
@@ -455,12 +435,8 @@ async fn a_live_owner_keeps_its_leases_and_a_dead_ones_lapse_within_one() {
         ("LOCAL_CACHE_SIZE", "0"),
         ("OMP_NUM_THREADS", "1"),
     ];
-    let Some(mut owner) = start_node(&redis.url(), &env).await else {
-        return;
-    };
-    let Some(waiter) = start_node(&redis.url(), &env).await else {
-        return;
-    };
+    let mut owner = start_node(&redis.url(), &env).await;
+    let waiter = start_node(&redis.url(), &env).await;
     const PAIRS: u64 = 1000;
     let texts = docs("leased", PAIRS as usize, 40);
     let owner_request = tokio::spawn({

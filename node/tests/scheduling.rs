@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 
 const QUERY: &str = "What is the history of Paris and France?";
 
-async fn start_node(extra: &[(&str, &str)]) -> Option<NodeProcess> {
-    let dir = minilm_dir()?.to_string_lossy().to_string();
+async fn start_node(extra: &[(&str, &str)]) -> NodeProcess {
+    let dir = minilm_dir().to_string_lossy().to_string();
     let mut env = vec![("MODEL_PATH", dir.as_str()), ("LOCAL_CACHE_SIZE", "0")];
     env.extend_from_slice(extra);
-    Some(NodeProcess::start(&env).await)
+    NodeProcess::start(&env).await
 }
 
 /// `n` distinct documents of about 200 words (each fills the bi-encoder's 256-token window).
@@ -65,9 +65,7 @@ async fn seconds_per_pass(node: &NodeProcess, client: &reqwest::Client) -> f64 {
 
 #[tokio::test]
 async fn small_requests_finish_within_about_a_pass_while_a_big_one_runs() {
-    let Some(node) = start_node(&[("MAX_BATCH_TOKENS", "2048")]).await else {
-        return;
-    };
+    let node = start_node(&[("MAX_BATCH_TOKENS", "2048")]).await;
     let client = reqwest::Client::new();
     let pass = seconds_per_pass(&node, &client).await;
 
@@ -118,9 +116,7 @@ async fn small_requests_finish_within_about_a_pass_while_a_big_one_runs() {
 
 #[tokio::test]
 async fn a_client_that_gives_up_frees_the_model_within_about_a_pass() {
-    let Some(node) = start_node(&[("MAX_BATCH_TOKENS", "2048")]).await else {
-        return;
-    };
+    let node = start_node(&[("MAX_BATCH_TOKENS", "2048")]).await;
     let client = reqwest::Client::new();
     let pass = seconds_per_pass(&node, &client).await;
     let computed_before = node.metric("rerank_pairs_computed_total").await;
@@ -157,11 +153,7 @@ async fn a_client_that_gives_up_frees_the_model_within_about_a_pass() {
 
 #[tokio::test]
 async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
-    let Some(node) =
-        start_node(&[("MAX_BATCH_TOKENS", "2048"), ("REQUEST_TIMEOUT_MS", "700")]).await
-    else {
-        return;
-    };
+    let node = start_node(&[("MAX_BATCH_TOKENS", "2048"), ("REQUEST_TIMEOUT_MS", "700")]).await;
     let client = reqwest::Client::new();
     let started = Instant::now();
     let r = rerank(&client, &node, &long_docs("overdue", 400))
@@ -205,11 +197,7 @@ async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
 
 #[tokio::test]
 async fn requests_over_the_token_budget_get_413_and_beside_it_429() {
-    let Some(node) =
-        start_node(&[("MAX_QUEUED_TOKENS", "20000"), ("MAX_BATCH_TOKENS", "2048")]).await
-    else {
-        return;
-    };
+    let node = start_node(&[("MAX_QUEUED_TOKENS", "20000"), ("MAX_BATCH_TOKENS", "2048")]).await;
     let client = reqwest::Client::new();
     // 100 documents of ~256 tokens can never fit 20000 tokens: 413, in both formats.
     let r = rerank(&client, &node, &long_docs("huge", 100))
