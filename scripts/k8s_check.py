@@ -140,10 +140,14 @@ def resolve_env(container: dict) -> dict[str, str]:
                 )
             elif "resourceFieldRef" in source:
                 ref = source["resourceFieldRef"]
-                section, resource = ref["resource"].split(".", 1)
-                quantity = container["resources"][section][resource]
-                divisor = cpu_cores(ref.get("divisor", "1"))
-                value = str(math.ceil(cpu_cores(quantity) / divisor))
+                section, _, resource = ref["resource"].partition(".")
+                quantity = container.get("resources", {}).get(section, {}).get(resource)
+                if resource == "cpu" and quantity is not None:
+                    # The kubelet rounds up: 1500m → 2.
+                    value = str(math.ceil(cpu_cores(quantity) / cpu_cores(ref.get("divisor", "1"))))
+                else:
+                    value = "stand-in"
+
             else:
                 value = "stand-in"
         defined[entry["name"]] = value
@@ -512,20 +516,26 @@ def main() -> int:
             problems.add(target, path, "rendered nothing")
             continue
         valid = check_schemas(target, objs, args.k8s_version, problems)
-        check_containers(target, objs, problems)
-        check_node(target, objs, problems)
-        check_coordinator(target, objs, problems)
-        check_services(target, objs, problems)
-        check_pdbs_and_hpa(target, objs, problems)
-        check_redis_and_secrets(target, objs, problems)
-        check_labels_and_images(target, objs, problems)
+        checks = [check_containers, check_node, check_coordinator, check_services,
+                  check_pdbs_and_hpa, check_redis_and_secrets, check_labels_and_images]
+        for check in checks:
+            # A malformed object (the schema check has named it) must not hide the other checks.
+            try:
+                check(target, objs, problems)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                problems.add(target, check.__name__, f"could not run on this input: {type(e).__name__}: {e}")
         line = f"{target}: {valid}/{len(objs)} objects valid (strict, Kubernetes {', '.join(args.k8s_version)})"
         kinds: dict[str, int] = {}
         for o in objs:
             kinds[o["kind"]] = kinds.get(o["kind"], 0) + 1
         line += " [" + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) + "]"
         if args.bin_dir:
-            line += f"; {check_binaries(target, objs, args.bin_dir, problems)} configs accepted by the binaries"
+            try:
+                accepted = check_binaries(target, objs, args.bin_dir, problems)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+                problems.add(target, "check_binaries", f"could not run on this input: {type(e).__name__}: {e}")
+                accepted = 0
+            line += f"; {accepted} configs accepted by the binaries"
         summary.append(line)
     for line in summary:
         print(line)
