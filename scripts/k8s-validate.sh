@@ -12,7 +12,7 @@
 # DNS, the HPA acting). Fails, naming the cause, when a tool is missing or anything is invalid.
 #
 # Usage: scripts/k8s-validate.sh [BIN_DIR]
-#   BIN_DIR holds rerank-node and rerank-coordinator (default: $CARGO_TARGET_DIR/debug, as
+#   BIN_DIR holds rerank-node and rerank-coordinator (default: $CARGO_TARGET_DIR/release, as
 #   `cargo test --workspace` leaves them; CARGO_TARGET_DIR defaults to ./target).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +21,7 @@ cd "$root"
 validator_version="1.37.0"   # kubernetes-validate; bundles schemas for Kubernetes 1.25 to 1.37
 k8s_versions=(1.30 1.33)
 venv="${HOME}/.cache/rerank-cluster/venv-k8s"
-bin_dir="${1:-${CARGO_TARGET_DIR:-$root/target}/debug}"
+bin_dir="${1:-${CARGO_TARGET_DIR:-$root/target}/release}"
 
 for binary in rerank-node rerank-coordinator; do
   if [ ! -x "$bin_dir/$binary" ]; then
