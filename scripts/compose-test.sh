@@ -17,7 +17,7 @@
 #   scripts/compose-test.sh
 #   BIN_DIR=$CARGO_TARGET_DIR/release scripts/compose-test.sh   # binaries already built
 #   REBUILD_BASE=1 scripts/compose-test.sh                       # debootstrap the base again
-# Environment: COMPOSE_TEST_TIMEOUT (whole run, default 900 s), LOAD_SECONDS (45),
+# Environment: COMPOSE_TEST_TIMEOUT (whole run, default 900 s), LOAD_SECONDS (30),
 # LOAD_CONCURRENCY (2 per API), NODE_THREADS (1: three nodes share this host's cores), plus
 # build-image.sh's (BIN_DIR, CARGO_TARGET_DIR, CARGO_PROFILE, MODEL_DIR, DEBIAN_MIRROR).
 # Needs Docker Engine with Compose (v2 `docker compose` or v1 `docker-compose`), curl and
@@ -61,7 +61,7 @@ done
 project=rerank-compose-test
 compose=("${compose_cmd[@]}" -p "$project" -f docker-compose.yml -f deploy/compose-test/docker-compose.test.yml)
 export TEST_IMAGE="${TEST_IMAGE:-rerank-cluster-test:latest}"
-load_s="${LOAD_SECONDS:-45}"
+load_s="${LOAD_SECONDS:-30}"
 load_concurrency="${LOAD_CONCURRENCY:-2}"
 victim=node2
 victim_id=node2:8000
@@ -81,6 +81,12 @@ coord="http://127.0.0.1:$COORDINATOR_PORT"
 work="$(mktemp -d)"
 load_pids=()
 up=0
+teardown_cluster() {
+  say "compose down -v"
+  "${compose[@]}" down -v --remove-orphans >"$work/down.log" 2>&1 ||
+    { cat "$work/down.log" >&2; echo "compose test: compose down failed" >&2; }
+  up=0
+}
 teardown() {
   local rc=$?
   trap - EXIT INT TERM
@@ -90,9 +96,7 @@ teardown() {
       echo "---- last log lines of each service" >&2
       "${compose[@]}" logs --no-color --tail=20 >&2 2>&1 || true
     fi
-    say "compose down -v"
-    "${compose[@]}" down -v --remove-orphans >"$work/down.log" 2>&1 ||
-      { cat "$work/down.log" >&2; echo "compose test: compose down failed" >&2; }
+    teardown_cluster
   fi
   rm -rf "$work"
   exit "$rc"
@@ -107,7 +111,7 @@ profile_dir="$profile"
 bin_dir="${BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/$profile_dir}"
 say "building the image (deploy/compose-test/build-image.sh)"
 image_started=$SECONDS
-deploy/compose-test/build-image.sh
+deploy/compose-test/build-image.sh || fail "building the image failed (see above)"
 image_s=$((SECONDS - image_started))
 bench="$bin_dir/rerank-bench"
 [ -x "$bench" ] || fail "$bench is missing"
@@ -136,9 +140,9 @@ wait_for() {
 say "compose up (redis node1 node2 node3 coordinator; coordinator on $coord)"
 "${compose[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
 up=1
+up_started=$SECONDS
 "${compose[@]}" up -d --no-build redis node1 node2 node3 coordinator >"$work/up.log" 2>&1 ||
   { cat "$work/up.log" >&2; fail "compose up failed"; }
-up_started=$SECONDS
 all_healthy() { [ "$(healthy_ids)" = "$expected_ids" ]; }
 wait_for 180 "the coordinator listing 3 healthy nodes ($expected_ids)" all_healthy
 ready_s=$((SECONDS - up_started))
@@ -195,9 +199,10 @@ wait_for 120 "$victim_id listed healthy again after docker start" healthy_again
 rejoin_s=$((SECONDS - restarted_at))
 say "$victim_id healthy again $rejoin_s s after docker start (down $((SECONDS - killed_at)) s in all)"
 requests_at_rejoin="$(node_requests "$victim_id")"
+requests_at_rejoin="${requests_at_rejoin:-0}"
 
 # Under the rest of the load, the ring sends its share back to it.
-serving() { [ "$(node_requests "$victim_id")" -gt "$requests_at_rejoin" ]; }
+serving() { local n; n="$(node_requests "$victim_id")"; [ "${n:-0}" -gt "$requests_at_rejoin" ]; }
 served_under_load=no
 if [ $((SECONDS - load_started)) -lt "$load_s" ]; then
   t0=$SECONDS
@@ -249,7 +254,7 @@ echo
 echo "compose test summary"
 echo "  image build:       $image_s s (base + image: debootstrap included when it ran above)"
 echo "  node kernels:      $kernels"
-echo "  cluster ready:     $ready_s s after compose up (3 healthy nodes)"
+echo "  cluster ready:     $ready_s s from compose up to 3 healthy nodes"
 echo "  requests sent:     $sent under load ($detail), plus 2 + up to 60 checks by hand"
 echo "  failed requests:   $failed ${errors}"
 echo "  killed node:       $victim ($victim_id), docker kill after 8 s of load"
@@ -259,4 +264,5 @@ echo "  total:             $(elapsed) s"
 [ "$failed" = 0 ] || fail "$failed of $sent requests failed under the node kill: $errors"
 [ "$served_by_victim" != no ] || [ "$served_under_load" != no ] ||
   fail "$victim_id is listed healthy but served no request after rejoining"
+teardown_cluster
 echo "compose test: PASSED"

@@ -93,7 +93,7 @@ if [ -n "${BIN_DIR:-}" ]; then
 else
   echo "== cargo build --profile $profile (rerank-node, rerank-coordinator, rerank-bench)" >&2
   CARGO_TARGET_DIR="$target" cargo build --profile "$profile" \
-    --bin rerank-node --bin rerank-coordinator --bin rerank-bench >&2
+    --bin rerank-node --bin rerank-coordinator --bin rerank-bench >&2 || die "cargo build failed"
   out_dir="$target/$profile"
   [ "$profile" = dev ] && out_dir="$target/debug"
 fi
