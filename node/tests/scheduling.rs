@@ -191,8 +191,16 @@ async fn a_request_past_its_deadline_gets_503_and_its_work_is_dropped() {
     }
     assert_eq!(status, 200, "the model was never free again");
     assert!(node.metric("rerank_requests_timed_out_total").await >= 1);
-    assert!(node.metric("rerank_pairs_dropped_total").await > 0);
-    assert!(node.metric("rerank_pairs_computed_total").await < 400);
+    // Queued pairs are dropped at the deadline; on a loaded machine the deadline can also pass
+    // while the 400 documents are still being tokenized, and then none was ever queued (only
+    // the follow-up's 2 pairs were computed).
+    let dropped = node.metric("rerank_pairs_dropped_total").await;
+    let computed = node.metric("rerank_pairs_computed_total").await;
+    assert!(computed < 400, "{computed} computed");
+    assert!(
+        dropped > 0 || computed <= 2,
+        "{dropped} dropped, {computed} computed"
+    );
 }
 
 #[tokio::test]
