@@ -329,9 +329,11 @@ async fn sigterm_one_node_of_three_under_load_fails_no_request() {
         if !ring(&coordinator).await.contains(victim) {
             break signalled.elapsed();
         }
+        // The registry is read every second; routing itself stopped at the node's first
+        // draining answer (the broken-attempt check below would catch it otherwise).
         assert!(
-            signalled.elapsed() < NOTICE,
-            "the coordinator still routes to the node after its notice"
+            signalled.elapsed() < NOTICE + Duration::from_secs(2),
+            "the coordinator still has the node in its ring long after its notice"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
