@@ -139,7 +139,8 @@ case "$command" in
   stop)
     if pid="$(running_pid)"; then
       kill "$pid"
-      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      # SIGTERM drains: in-flight requests finish within SHUTDOWN_GRACE_MS (25 s by default).
+      for _ in $(seq 1 120); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
       kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
       rm -f "$pid_file"; echo "$name stopped"
     else

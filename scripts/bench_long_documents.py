@@ -99,8 +99,8 @@ def main() -> int:
         wait_healthy(base, proc)
         with urllib.request.urlopen(base + "/info") as r:
             info = json.loads(r.read())
-        print(f"model: {info.get('model', {}).get('id', '?')}, max input length: "
-              f"{info.get('limits', {}).get('max_input_length', info.get('model', {}).get('max_input_length', '?'))}")
+        print(f"model: {info['model_id']} ({info['kind']}, {info['kernels']}), "
+              f"max input length: {info['max_input_length']} tokens")
 
         # 1. The page whose answer is past the first window.
         long_page = page(answer_at=22, sentences=40)

@@ -289,6 +289,13 @@ def check_node(target: str, objs: list[dict], problems: Problems) -> None:
             target, where,
             f"terminationGracePeriodSeconds {grace} < preStop {pre}s + REQUEST_TIMEOUT_MS {request_s:g}s",
         )
+    drain_s = int(env.get("SHUTDOWN_GRACE_MS", {}).get("value", "25000")) / 1000
+    if grace < pre + drain_s:
+        problems.add(
+            target, where,
+            f"terminationGracePeriodSeconds {grace} < preStop {pre}s + SHUTDOWN_GRACE_MS {drain_s:g}s "
+            "(the kubelet would kill it mid-drain)",
+        )
 
 
 def check_coordinator(target: str, objs: list[dict], problems: Problems) -> None:
@@ -323,6 +330,13 @@ def check_coordinator(target: str, objs: list[dict], problems: Problems) -> None
         problems.add(
             target, where,
             f"terminationGracePeriodSeconds {grace} < preStop {pre}s + TOTAL_TIMEOUT_MS {total_s:g}s",
+        )
+    drain_s = int(env.get("SHUTDOWN_GRACE_MS", {}).get("value", "25000")) / 1000
+    if grace < pre + drain_s:
+        problems.add(
+            target, where,
+            f"terminationGracePeriodSeconds {grace} < preStop {pre}s + SHUTDOWN_GRACE_MS {drain_s:g}s "
+            "(the kubelet would kill it mid-drain)",
         )
 
 

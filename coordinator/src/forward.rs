@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 
+use crate::actors::node_client::says_draining;
 use crate::actors::NodeShared;
 
 /// The client's request as it goes to a node.
@@ -31,6 +32,9 @@ pub struct ForwardedResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The node refused because it is shutting down (its draining header): the request is
+    /// retried elsewhere and the node gets no more until it is healthy again.
+    pub draining: bool,
 }
 
 /// Why an attempt got no answer (the request may be retried elsewhere: scoring is idempotent).
@@ -124,6 +128,7 @@ pub async fn forward(
             .await
             .map_err(|e| classify(&node.id, &e, limit))?;
         let status = response.status().as_u16();
+        let draining = says_draining(response.headers());
         let headers = PASSED_BACK
             .iter()
             .filter_map(|h| {
@@ -139,6 +144,7 @@ pub async fn forward(
             status,
             headers,
             body,
+            draining,
         })
     }
     .await;

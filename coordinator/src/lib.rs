@@ -10,6 +10,8 @@
 //!   health/metrics/OpenAPI, and the one error type all of them answer with.
 //! - [`registry`]: nodes joining and leaving through Redis registrations signed with
 //!   `CLUSTER_SECRET`.
+//! - [`dns_discovery`]: nodes as the addresses a name resolves to (`COORDINATOR_NODES_DNS`),
+//!   re-resolved periodically, the last good set kept through resolver failures.
 //! - [`metrics`]: Prometheus metrics (HTTP ones recorded by `rerank_shared::telemetry`).
 //! - [`state`]: what handlers share; [`server`]: start-up.
 //!
@@ -17,6 +19,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod dns_discovery;
 pub mod forward;
 pub mod metrics;
 pub mod registry;

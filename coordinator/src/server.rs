@@ -1,16 +1,19 @@
-//! Start-up: the router with its static nodes, the registry watcher, HTTP with its bounds
-//! (`HTTP_READ_TIMEOUT_MS` for a request's head, `MAX_CONNECTIONS` per worker).
+//! Start-up: the router with its static nodes, the registry and DNS watchers, HTTP with its
+//! bounds (`HTTP_READ_TIMEOUT_MS` for a request's head, `MAX_CONNECTIONS` per worker), and the
+//! drain on SIGTERM/SIGINT (`rerank_shared::drain`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Actor;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
-use rerank_shared::config::CoordinatorConfig;
+use rerank_shared::config::{ConfigError, CoordinatorConfig};
+use rerank_shared::drain::{serve_until_drained, DrainTiming, Draining, StopRequests};
 use rerank_shared::registry::ClusterKey;
 
 use crate::actors::{AddNode, NodeSource, RouterActor, RouterSettings};
 use crate::api;
+use crate::dns_discovery::{self, DnsTarget};
 use crate::metrics::CoordinatorMetrics;
 use crate::state::CoordinatorState;
 
@@ -25,6 +28,8 @@ pub enum CoordinatorError {
     Metrics(#[from] prometheus::Error),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Runs each request in a `gateway.request` span (continuing the client's trace, if any).
@@ -35,7 +40,9 @@ async fn traced_request(
     rerank_shared::telemetry::traced("gateway.request", req, next).await
 }
 
-/// Serves until stopped.
+/// Serves until SIGTERM or SIGINT, then drains: `/health` answers 503 `draining` while client
+/// requests are still routed for `SHUTDOWN_NOTICE_MS` (nobody else would retry them), then the
+/// listener closes and in-flight requests finish within `SHUTDOWN_GRACE_MS`.
 pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -63,6 +70,14 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
             })
             .await;
     }
+    if let Some((name, port)) = config.dns_nodes()? {
+        let interval = Duration::from_millis(config.coordinator_nodes_dns_interval_ms);
+        actix_web::rt::spawn(dns_discovery::watch(
+            DnsTarget { name, port },
+            interval,
+            router.downgrade(),
+        ));
+    }
     if config.redis_enabled {
         match config.cluster_secret.as_deref().and_then(ClusterKey::new) {
             Some(key) => {
@@ -77,12 +92,15 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
     }
     let metrics = Arc::new(CoordinatorMetrics::new()?);
     let http_metrics = web::Data::from(metrics.http.clone());
+    let draining = Draining::default();
     let state = web::Data::new(CoordinatorState {
         config: config.clone(),
         router,
         http,
         metrics,
+        draining: draining.clone(),
     });
+    let timing = DrainTiming::from_millis(config.shutdown_notice_ms, config.shutdown_grace_ms);
     let admin = config.admin_token.is_some();
     let server = HttpServer::new(move || {
         App::new()
@@ -97,10 +115,16 @@ pub async fn serve(config: CoordinatorConfig) -> Result<(), CoordinatorError> {
     // bounds the body by the same setting.
     .client_request_timeout(Duration::from_millis(config.http_read_timeout_ms.max(1)))
     .max_connections(config.max_connections.max(1))
+    // SIGTERM and SIGINT drain through `serve_until_drained`, not actix-web's own handling.
+    .disable_signals()
+    .shutdown_timeout(timing.server_shutdown_timeout_secs())
     .bind((config.host.as_str(), config.port))?;
     for addr in server.addrs() {
         tracing::info!(%addr, "coordinator listening");
     }
-    server.run().await?;
+    // A coordinator registers nowhere: it has nothing to leave but the load balancer's view,
+    // which its `/health` takes care of.
+    let stops = StopRequests::from_signals()?;
+    serve_until_drained(server.run(), &draining, timing, async {}, stops).await?;
     Ok(())
 }

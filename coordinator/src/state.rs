@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use rerank_shared::config::CoordinatorConfig;
+use rerank_shared::drain::Draining;
 
 use crate::actors::RouterActor;
 use crate::metrics::CoordinatorMetrics;
@@ -15,4 +16,6 @@ pub struct CoordinatorState {
     /// The pooled client every request to a node goes through (forwards, `/admin/stats`).
     pub http: reqwest::Client,
     pub metrics: Arc<CoordinatorMetrics>,
+    /// Set on SIGTERM/SIGINT: `/health` answers 503 `draining` from then on.
+    pub draining: Draining,
 }

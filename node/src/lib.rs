@@ -14,7 +14,7 @@
 //!   error formats and middleware.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`registration`]: this node's signed registration in the cluster registry (Redis), kept
-//!   while it runs.
+//!   while it runs and withdrawn first thing when it drains (SIGTERM: `rerank_shared::drain`).
 //! - [`state`]: what handlers share.
 //! - [`server`]: how a node starts: model, actors, HTTP.
 //! - [`bench`]: the engine benchmark, with PyTorch measured beside it.

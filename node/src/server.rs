@@ -7,6 +7,7 @@ use actix::{Actor, Addr, SyncArbiter};
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 use candle_core::Device;
 use rerank_shared::config::{CpuKernels, DeviceChoice, ModelChoice, NodeConfig, Quantization};
+use rerank_shared::drain::{serve_until_drained, DrainTiming, Draining, StopRequests};
 use rerank_shared::pair_key::ModelFingerprint;
 
 use crate::actors::{
@@ -15,7 +16,7 @@ use crate::actors::{
 use crate::api;
 use crate::cache::{LocalScoreCache, SharedCacheSettings, SharedScoreCache};
 use crate::metrics::NodeMetrics;
-use crate::registration::RegistrationSettings;
+use crate::registration::{Registrar, RegistrationSettings};
 use crate::state::NodeState;
 use rerank_engine::{
     EngineError, Kernels, LoadOptions, ModelFiles, ModelSource, Precision, RerankBackend, Reranker,
@@ -118,13 +119,13 @@ pub async fn load_backend(config: &NodeConfig) -> Result<LoadedModel, ServeError
 
 /// Starts the model, batcher and node actors (and the Redis tier when enabled, with the
 /// node's cluster registration when `CLUSTER_SECRET` is set too); returns the node actor's
-/// address.
+/// address and the registration's handle (the registration is withdrawn when it is dropped).
 pub fn start_actors(
     config: &NodeConfig,
     node_id: &str,
     model: &LoadedModel,
     metrics: Arc<NodeMetrics>,
-) -> Result<Addr<NodeActor>, ServeError> {
+) -> Result<(Addr<NodeActor>, Option<Registrar>), ServeError> {
     let registration = RegistrationSettings::from_config(config, node_id);
     let shared = if config.redis_enabled {
         let settings = SharedCacheSettings {
@@ -178,11 +179,11 @@ pub fn start_actors(
         metrics,
     };
     let node = NodeActor::new(parts, settings).start();
-    if let Some(registration) = registration {
-        crate::registration::start(registration, node.downgrade())
-            .map_err(crate::cache::shared_tier::SharedCacheError::from)?;
-    }
-    Ok(node)
+    let registrar = registration
+        .map(|registration| crate::registration::start(registration, node.downgrade()))
+        .transpose()
+        .map_err(crate::cache::shared_tier::SharedCacheError::from)?;
+    Ok((node, registrar))
 }
 
 /// The precision to run: `QUANTIZATION`, except that `ENABLE_MIXED_PRECISION` turns f32 into
@@ -259,7 +260,10 @@ async fn traced_request(
 /// body, shutdown): time for the client to read the answer before the socket goes away.
 pub const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Loads the model and serves until the server is stopped (SIGINT/SIGTERM).
+/// Loads the model and serves until SIGTERM or SIGINT, then drains (`rerank_shared::drain`):
+/// `/health` and new rerank requests answer 503 `draining`, the registration is withdrawn,
+/// and after `SHUTDOWN_NOTICE_MS` the listener closes; in-flight requests finish within
+/// `SHUTDOWN_GRACE_MS`.
 pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     let model = load_backend(&config).await?;
     let info = model.backend.info().clone();
@@ -276,15 +280,18 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
         .node_id
         .clone()
         .unwrap_or_else(|| default_node_id(config.port));
-    let node = start_actors(&config, &node_id, &model, metrics.clone())?;
+    let (node, registrar) = start_actors(&config, &node_id, &model, metrics.clone())?;
     let http_metrics = web::Data::from(metrics.http.clone());
+    let draining = Draining::default();
     let state = web::Data::new(NodeState {
         node_id,
         backend: model.backend.clone(),
         node,
         metrics,
         config: config.clone(),
+        draining: draining.clone(),
     });
+    let timing = DrainTiming::from_millis(config.shutdown_notice_ms, config.shutdown_grace_ms);
     let payload_limit = config.payload_limit;
     let admin = config.admin_token.is_some();
     let read_timeout = Duration::from_millis(config.http_read_timeout_ms);
@@ -311,12 +318,23 @@ pub async fn serve(config: NodeConfig) -> Result<(), ServeError> {
     .on_connect(move |connection, extensions| {
         api::disconnect::remember_socket(connection, extensions, keep_alive + read_timeout)
     })
+    // SIGTERM and SIGINT drain through `serve_until_drained`, not actix-web's own handling.
+    .disable_signals()
+    .shutdown_timeout(timing.server_shutdown_timeout_secs())
     .bind((config.host.as_str(), config.port))?;
     for addr in server.addrs() {
         tracing::info!(%addr, "listening");
     }
     warn_if_descriptors_short(config.max_connections);
-    server.run().await?;
+    let leave = async {
+        if let Some(registrar) = &registrar {
+            registrar.withdraw().await;
+        }
+    };
+    // Caught from here on: before, a signal ends the process at once, which is what a node
+    // still loading its model (nothing in flight, nothing registered) should do.
+    let stops = StopRequests::from_signals()?;
+    serve_until_drained(server.run(), &draining, timing, leave, stops).await?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use actix::Addr;
 use rerank_shared::config::NodeConfig;
+use rerank_shared::drain::Draining;
 
 use crate::actors::NodeActor;
 use crate::metrics::NodeMetrics;
@@ -19,4 +20,6 @@ pub struct NodeState {
     /// The actor every scoring request goes through.
     pub node: Addr<NodeActor>,
     pub metrics: Arc<NodeMetrics>,
+    /// Set on SIGTERM/SIGINT: `/health` and new rerank requests answer 503 from then on.
+    pub draining: Draining,
 }

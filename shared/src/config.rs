@@ -158,6 +158,13 @@ pub struct NodeConfig {
     /// connection). A kept-alive connection whose next request head has not arrived after this
     /// plus `http_read_timeout_ms` is closed.
     pub http_keep_alive_ms: u64,
+    /// After SIGTERM/SIGINT, the longest the node takes to exit: it stops taking work at once
+    /// and lets in-flight requests finish within this time.
+    pub shutdown_grace_ms: u64,
+    /// After SIGTERM/SIGINT, how long the node keeps listening (answering 503 `draining`) before
+    /// it stops accepting connections, so that coordinators and load balancers notice it leave.
+    /// Part of the grace period.
+    pub shutdown_notice_ms: u64,
     pub redis_enabled: bool,
     pub redis_url: String,
     pub redis_ttl_seconds: u64,
@@ -212,6 +219,8 @@ impl Default for NodeConfig {
             http_read_timeout_ms: 10_000,
             max_connections: 2048,
             http_keep_alive_ms: 15_000,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            shutdown_notice_ms: DEFAULT_SHUTDOWN_NOTICE_MS,
             redis_enabled: false,
             redis_url: "redis://localhost:6379/0".into(),
             redis_ttl_seconds: 600,
@@ -249,6 +258,14 @@ pub enum ConfigError {
 /// Longest accepted timeout, deadline or lock lifetime in milliseconds (one hour): far beyond
 /// any sensible value, and small enough that `Instant + Duration` can never overflow.
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Default `SHUTDOWN_GRACE_MS`: below the 30 s after which Kubernetes follows SIGTERM with
+/// SIGKILL (`terminationGracePeriodSeconds`), so the grace period ends first.
+const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 25_000;
+
+/// Default `SHUTDOWN_NOTICE_MS`: two of the coordinator's default health-check and registry
+/// intervals (1 s each), so a coordinator has seen the node leave before it stops listening.
+const DEFAULT_SHUTDOWN_NOTICE_MS: u64 = 2_000;
 
 /// Longest accepted cache lifetime in seconds (a year; the in-process cache refuses lifetimes
 /// over a thousand years).
@@ -296,20 +313,29 @@ fn check_real(
     }
 }
 
-/// The ranges of the settings both roles share: the listening port, the body limit and the
-/// HTTP edge's bounds.
-fn http_ranges(
+/// The settings both roles share that bound their HTTP servers: the listening port, the body
+/// limit, the HTTP edge's bounds, and how a SIGTERM drains the server.
+#[derive(Debug, Clone, Copy)]
+struct HttpSettings {
     port: u16,
     payload_limit: usize,
     http_read_timeout_ms: u64,
     max_connections: usize,
-) -> [WholeRange; 4] {
+    shutdown_grace_ms: u64,
+    shutdown_notice_ms: u64,
+}
+
+/// The ranges of [`HttpSettings`]. The notice is part of the grace period, so it may not
+/// exceed it.
+fn http_ranges(s: HttpSettings) -> [WholeRange; 6] {
     #[rustfmt::skip]
-    let ranges: [WholeRange; 4] = [
-        ("PORT", port.into(), 1, 65_535, "a TCP port"),
-        ("PAYLOAD_LIMIT", wide(payload_limit), 1, 1 << 30, "bytes"),
-        ("HTTP_READ_TIMEOUT_MS", http_read_timeout_ms, 1, 600_000, "milliseconds"),
-        ("MAX_CONNECTIONS", wide(max_connections), 1, 1_000_000, "per HTTP worker"),
+    let ranges: [WholeRange; 6] = [
+        ("PORT", s.port.into(), 1, 65_535, "a TCP port"),
+        ("PAYLOAD_LIMIT", wide(s.payload_limit), 1, 1 << 30, "bytes"),
+        ("HTTP_READ_TIMEOUT_MS", s.http_read_timeout_ms, 1, 600_000, "milliseconds"),
+        ("MAX_CONNECTIONS", wide(s.max_connections), 1, 1_000_000, "per HTTP worker"),
+        ("SHUTDOWN_GRACE_MS", s.shutdown_grace_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
+        ("SHUTDOWN_NOTICE_MS", s.shutdown_notice_ms, 0, s.shutdown_grace_ms, "milliseconds, at most SHUTDOWN_GRACE_MS"),
     ];
     ranges
 }
@@ -344,6 +370,8 @@ pub const NODE_ENV_KEYS: &[&str] = &[
     "HTTP_READ_TIMEOUT_MS",
     "MAX_CONNECTIONS",
     "HTTP_KEEP_ALIVE_MS",
+    "SHUTDOWN_GRACE_MS",
+    "SHUTDOWN_NOTICE_MS",
     "REDIS_ENABLED",
     "REDIS_URL",
     "REDIS_TTL_SECONDS",
@@ -375,12 +403,14 @@ impl NodeConfig {
     /// cache builders) can panic or overflow on a value that loaded. The one place to extend
     /// when a setting is added.
     fn validate(&self) -> Result<(), ConfigError> {
-        check_whole(&http_ranges(
-            self.port,
-            self.payload_limit,
-            self.http_read_timeout_ms,
-            self.max_connections,
-        ))?;
+        check_whole(&http_ranges(HttpSettings {
+            port: self.port,
+            payload_limit: self.payload_limit,
+            http_read_timeout_ms: self.http_read_timeout_ms,
+            max_connections: self.max_connections,
+            shutdown_grace_ms: self.shutdown_grace_ms,
+            shutdown_notice_ms: self.shutdown_notice_ms,
+        }))?;
         #[rustfmt::skip]
         let ranges: [WholeRange; 13] = [
             ("MAX_PARALLEL_REQUESTS", wide(self.max_parallel_requests), 1, 65_536, "requests"),
@@ -523,6 +553,12 @@ pub struct CoordinatorConfig {
     pub port: u16,
     /// Comma-separated node base URLs (`http://127.0.0.1:8001,…`).
     pub coordinator_nodes: String,
+    /// `name:port`: every address `name` resolves to (A and AAAA) is a node at that port,
+    /// re-resolved every `coordinator_nodes_dns_interval_ms` (a compose service scaled to N, a
+    /// Kubernetes headless Service). Empty: no DNS membership.
+    pub coordinator_nodes_dns: String,
+    /// How often `coordinator_nodes_dns` is resolved again.
+    pub coordinator_nodes_dns_interval_ms: u64,
     pub routing: Routing,
     /// ε of bounded-load consistent hashing.
     pub load_bound_epsilon: f64,
@@ -549,6 +585,12 @@ pub struct CoordinatorConfig {
     pub http_read_timeout_ms: u64,
     /// Open client connections per HTTP worker.
     pub max_connections: usize,
+    /// After SIGTERM/SIGINT, the longest the coordinator takes to exit: its `/health` answers
+    /// 503 `draining` at once, and in-flight requests finish within this time.
+    pub shutdown_grace_ms: u64,
+    /// After SIGTERM/SIGINT, how long the coordinator keeps serving (its `/health` saying
+    /// `draining`) before it stops accepting connections, so load balancers notice it leave.
+    pub shutdown_notice_ms: u64,
     pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
@@ -558,6 +600,8 @@ impl Default for CoordinatorConfig {
             host: "127.0.0.1".into(),
             port: 8080,
             coordinator_nodes: String::new(),
+            coordinator_nodes_dns: String::new(),
+            coordinator_nodes_dns_interval_ms: 5_000,
             routing: Routing::ConsistentHash,
             load_bound_epsilon: 0.25,
             virtual_nodes: 160,
@@ -573,6 +617,8 @@ impl Default for CoordinatorConfig {
             payload_limit: 2_000_000,
             http_read_timeout_ms: 10_000,
             max_connections: 2048,
+            shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            shutdown_notice_ms: DEFAULT_SHUTDOWN_NOTICE_MS,
             otel_exporter_otlp_endpoint: None,
         }
     }
@@ -583,6 +629,8 @@ pub const COORDINATOR_ENV_KEYS: &[&str] = &[
     "HOST",
     "PORT",
     "COORDINATOR_NODES",
+    "COORDINATOR_NODES_DNS",
+    "COORDINATOR_NODES_DNS_INTERVAL_MS",
     "ROUTING",
     "LOAD_BOUND_EPSILON",
     "VIRTUAL_NODES",
@@ -598,6 +646,8 @@ pub const COORDINATOR_ENV_KEYS: &[&str] = &[
     "PAYLOAD_LIMIT",
     "HTTP_READ_TIMEOUT_MS",
     "MAX_CONNECTIONS",
+    "SHUTDOWN_GRACE_MS",
+    "SHUTDOWN_NOTICE_MS",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
@@ -611,15 +661,18 @@ impl CoordinatorConfig {
 
     /// Range-checks every numeric setting (see [`NodeConfig`]'s `validate`).
     fn validate(&self) -> Result<(), ConfigError> {
-        check_whole(&http_ranges(
-            self.port,
-            self.payload_limit,
-            self.http_read_timeout_ms,
-            self.max_connections,
-        ))?;
+        check_whole(&http_ranges(HttpSettings {
+            port: self.port,
+            payload_limit: self.payload_limit,
+            http_read_timeout_ms: self.http_read_timeout_ms,
+            max_connections: self.max_connections,
+            shutdown_grace_ms: self.shutdown_grace_ms,
+            shutdown_notice_ms: self.shutdown_notice_ms,
+        }))?;
         #[rustfmt::skip]
-        let ranges: [WholeRange; 6] = [
+        let ranges: [WholeRange; 7] = [
             ("VIRTUAL_NODES", wide(self.virtual_nodes), 1, 10_000, "ring points per node"),
+            ("COORDINATOR_NODES_DNS_INTERVAL_MS", self.coordinator_nodes_dns_interval_ms, 100, MAX_TIMEOUT_MS, "milliseconds"),
             ("HEALTH_CHECK_INTERVAL_MS", self.health_check_interval_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
             ("REQUEST_TIMEOUT_MS", self.request_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
             ("TOTAL_TIMEOUT_MS", self.total_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
@@ -627,6 +680,7 @@ impl CoordinatorConfig {
             ("DRAIN_TIMEOUT_MS", self.drain_timeout_ms, 1, MAX_TIMEOUT_MS, "milliseconds"),
         ];
         check_whole(&ranges)?;
+        self.dns_nodes()?;
         // Above 0, not at it: ε = 0 would allow no node any load over the mean.
         if self.load_bound_epsilon <= 0.0 {
             return Err(ConfigError::Invalid {
@@ -652,6 +706,27 @@ impl CoordinatorConfig {
             config_file(&env, "configs/coordinator.toml").as_deref(),
             &env,
         )
+    }
+
+    /// `COORDINATOR_NODES_DNS` as (name, port); `None` when unset.
+    pub fn dns_nodes(&self) -> Result<Option<(String, u16)>, ConfigError> {
+        let target = self.coordinator_nodes_dns.trim();
+        if target.is_empty() {
+            return Ok(None);
+        }
+        let invalid = || ConfigError::Invalid {
+            key: "COORDINATOR_NODES_DNS",
+            value: target.to_string(),
+            allowed: "name:port, e.g. rerank-node:8000 (a name, not a URL; port 1 to 65535)",
+        };
+        let (name, port) = target.rsplit_once(':').ok_or_else(invalid)?;
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let bare_colon = name.contains(':') && !target.starts_with('[');
+        if port == 0 || name.is_empty() || name.contains('/') || bare_colon {
+            return Err(invalid());
+        }
+        Ok(Some((name.to_string(), port)))
     }
 
     /// The static node URLs, trimmed, without trailing slashes.
@@ -853,6 +928,10 @@ mod tests {
             ("MAX_CONNECTIONS", "1000001"),
             ("PAYLOAD_LIMIT", "1073741825"),
             ("LOCAL_CACHE_SIZE", "18446744073709551615"),
+            ("SHUTDOWN_GRACE_MS", "0"),
+            ("SHUTDOWN_GRACE_MS", "3600001"),
+            // The notice is part of the grace period (25 s by default).
+            ("SHUTDOWN_NOTICE_MS", "25001"),
         ];
         let long_instruction = "x".repeat(4097);
         let node_cases: Vec<(&str, &str)> = node_cases
@@ -894,6 +973,10 @@ mod tests {
             ("REQUEST_TIMEOUT_MS", "3600001"),
             ("MAX_ATTEMPTS", "101"),
             ("VIRTUAL_NODES", "10001"),
+            ("COORDINATOR_NODES_DNS_INTERVAL_MS", "99"),
+            ("COORDINATOR_NODES_DNS_INTERVAL_MS", "3600001"),
+            ("SHUTDOWN_GRACE_MS", "0"),
+            ("SHUTDOWN_NOTICE_MS", "25001"),
         ];
         for &(key, value) in coordinator_cases {
             let message = refusal(true, &[(key, value)]);
@@ -957,6 +1040,52 @@ mod tests {
             ]),
         );
         assert!(coordinator.is_ok(), "{:?}", coordinator.err());
+    }
+
+    /// `COORDINATOR_NODES_DNS` is `name:port` (an IPv6 literal in brackets); URLs, a missing
+    /// or zero port are refused at start-up with the expected form in the message.
+    #[test]
+    fn dns_membership_is_a_name_and_a_port() {
+        let dns = |value: &str| {
+            CoordinatorConfig::load(None, &env(&[("COORDINATOR_NODES_DNS", value)]))
+                .map(|c| c.dns_nodes().expect("validated at load"))
+        };
+        assert_eq!(
+            dns("rerank-node:8000").expect("loads"),
+            Some(("rerank-node".to_string(), 8000))
+        );
+        assert_eq!(
+            dns("[::1]:8000").expect("loads"),
+            Some(("::1".to_string(), 8000))
+        );
+        assert_eq!(
+            CoordinatorConfig::load(None, &HashMap::new())
+                .expect("defaults")
+                .dns_nodes()
+                .expect("valid"),
+            None
+        );
+        for bad in [
+            "rerank-node",
+            "rerank-node:0",
+            "http://rerank-node:8000",
+            "a:b:8000",
+            ":8000",
+        ] {
+            let err = dns(bad).expect_err(bad).to_string();
+            assert!(
+                err.contains("COORDINATOR_NODES_DNS") && err.contains("name:port"),
+                "{bad}: {err}"
+            );
+        }
+        let notice = CoordinatorConfig::load(
+            None,
+            &env(&[
+                ("SHUTDOWN_GRACE_MS", "1000"),
+                ("SHUTDOWN_NOTICE_MS", "1000"),
+            ]),
+        );
+        assert!(notice.is_ok(), "the notice may take the whole grace period");
     }
 
     #[test]

@@ -14,12 +14,16 @@
 //! - [`request_id`]: the `x-request-id` middleware both servers run.
 //! - [`registry`]: cluster membership in Redis, signed with `CLUSTER_SECRET` so that a Redis
 //!   writer without it cannot add a node; read with one `HGETALL`, shared by node and coordinator.
+//! - [`drain`]: graceful shutdown on SIGTERM/SIGINT for both servers: `/health` says
+//!   `draining`, the server leaves, waits for others to notice, stops accepting and finishes
+//!   in-flight requests within the grace period.
 //! - [`pair_key`]: cache keys of (model configuration, query, document, truncation) pairs,
 //!   identical on every node so that nodes can share results.
 
 pub mod admin_auth;
 pub mod api;
 pub mod config;
+pub mod drain;
 pub mod hash_ring;
 pub mod pair_key;
 pub mod registry;

@@ -9,7 +9,7 @@ use rerank_shared::api::cohere::{
 };
 use rerank_shared::api::health::{
     CoordinatorHealth, DistributedCacheHealth, Health, HealthUnavailable, Info, MicroBatcherHealth,
-    ModelHealth,
+    ModelHealth, UnavailableStatus,
 };
 use rerank_shared::api::openapi::{coordinator_document, node_document, RERANK_ERROR_STATUSES};
 use rerank_shared::api::tei::{ErrorResponse, ErrorType, Rank, RerankRequest};
@@ -219,6 +219,7 @@ fn every_ref_resolves_and_every_schema_is_json_schema_2020_12() {
         "CohereError",
         "Health",
         "HealthUnavailable",
+        "UnavailableStatus",
         "ModelHealth",
         "MicroBatcherHealth",
         "DistributedCacheHealth",
@@ -437,11 +438,21 @@ fn real_bodies_of_each_shape_match_their_schemas() {
     };
     ok("/info", "get", serde_json::to_value(&info).expect("json"));
     let unavailable = HealthUnavailable {
-        status: "unavailable".into(),
+        status: UnavailableStatus::Unavailable,
         error: "mailbox closed".into(),
     };
-    Validator::new(&doc, &response_schema(&doc, "/health", "get", "503"))
-        .assert_valid(&serde_json::to_value(&unavailable).expect("json"));
+    let health_503 = Validator::new(&doc, &response_schema(&doc, "/health", "get", "503"));
+    health_503.assert_valid(&serde_json::to_value(&unavailable).expect("json"));
+    let draining = HealthUnavailable {
+        status: UnavailableStatus::Draining,
+        error: "shutting down".into(),
+    };
+    let draining = serde_json::to_value(&draining).expect("json");
+    assert_eq!(draining["status"], "draining");
+    health_503.assert_valid(&draining);
+    assert!(health_503
+        .check(&json!({"status": "resting", "error": "a status the document does not list"}))
+        .is_err());
     ok("/openapi.json", "get", doc.clone());
 
     for (status, _) in RERANK_ERROR_STATUSES {
@@ -483,6 +494,9 @@ fn real_bodies_of_each_shape_match_their_schemas() {
     health.assert_valid(&today);
     let typed: CoordinatorHealth = serde_json::from_value(today.clone()).expect("its type");
     assert_eq!(serde_json::to_value(&typed).expect("json"), today);
+    let mut draining = today.clone();
+    draining["status"] = json!("draining");
+    Validator::new(&doc, &response_schema(&doc, "/health", "get", "503")).assert_valid(&draining);
     let tei_503 = Validator::new(&doc, &response_schema(&doc, "/rerank", "post", "503"));
     tei_503.assert_valid(
         &json!({"error": "no healthy node to serve the request", "error_type": "unhealthy"}),

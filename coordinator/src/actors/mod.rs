@@ -10,5 +10,5 @@ pub mod router_actor;
 pub use node_client::{NodeClient, NodeShared, NodeState, Retire};
 pub use router_actor::{
     AddNode, DrainNode, ForgetNode, GetRing, ListNodes, NodeSnapshot, NodeSource, RingView, Route,
-    RouterActor, RouterSettings, SyncRegistry,
+    RouterActor, RouterSettings, SyncDns, SyncRegistry,
 };

@@ -1,7 +1,9 @@
 //! One node as the coordinator sees it: the requests in flight, a latency window, and a health
 //! state fed both by periodic `GET /health` checks (this actor) and by failures of real
 //! requests (passive detection, recorded by `crate::forward`, opens the node at once on a
-//! connect error or a timeout).
+//! connect error or a timeout). An answer that carries the draining header (a node shutting
+//! down: its `/health` or a refused request) takes the node out at once; it is back when a
+//! health check passes (the node restarted at the same address).
 //!
 //! The actor lives exactly as long as the node is a member: the router sends [`Retire`] when it
 //! removes the node, which stops the health checks with it.
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use rerank_shared::api::health::DRAINING_HEADER;
 
 use crate::forward::{ForwardError, ForwardedResponse};
 
@@ -28,7 +31,8 @@ pub enum NodeState {
     Healthy,
     /// Failed a health check or a request; skipped until a health check passes.
     Unhealthy,
-    /// Being removed: no new requests, in-flight ones finish.
+    /// Being removed by an operator, or shutting down by its own account: no new requests,
+    /// in-flight ones finish.
     Draining,
 }
 
@@ -41,6 +45,19 @@ impl NodeState {
             Self::Draining => "draining",
         }
     }
+}
+
+/// The stored states. Two kinds of draining: an operator's (`DELETE /admin/nodes/{id}`) is
+/// final — the node is about to leave the membership; a node's own (it is shutting down) lasts
+/// until a health check passes, since the same address may serve again after a restart.
+const HEALTHY: u8 = 0;
+const UNHEALTHY: u8 = 1;
+const DRAINED_BY_OPERATOR: u8 = 2;
+const DRAINING_ITSELF: u8 = 3;
+
+/// Whether a node's answer says it is draining.
+pub fn says_draining(headers: &reqwest::header::HeaderMap) -> bool {
+    headers.contains_key(DRAINING_HEADER)
 }
 
 /// Counters shared between a node's actor, the router and the admin API.
@@ -74,28 +91,37 @@ impl NodeShared {
     /// The current state.
     pub fn state(&self) -> NodeState {
         match self.state.load(Ordering::Acquire) {
-            0 => NodeState::Healthy,
-            1 => NodeState::Unhealthy,
+            HEALTHY => NodeState::Healthy,
+            UNHEALTHY => NodeState::Unhealthy,
             _ => NodeState::Draining,
         }
     }
 
-    fn set_state(&self, state: NodeState) {
-        // A draining node stays draining whatever its checks say.
-        if self.state() == NodeState::Draining {
-            return;
-        }
-        let value = match state {
-            NodeState::Healthy => 0,
-            NodeState::Unhealthy => 1,
-            NodeState::Draining => 2,
-        };
-        self.state.store(value, Ordering::Release);
+    /// Stores `value` unless an operator drained the node: that stays whatever the node says.
+    fn set(&self, value: u8) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (current != DRAINED_BY_OPERATOR).then_some(value)
+            });
     }
 
-    /// Stops new traffic to the node.
+    fn set_state(&self, state: NodeState) {
+        self.set(match state {
+            NodeState::Healthy => HEALTHY,
+            NodeState::Unhealthy => UNHEALTHY,
+            NodeState::Draining => DRAINING_ITSELF,
+        });
+    }
+
+    /// Stops new traffic to the node for good (an operator removes it).
     pub fn start_draining(&self) {
-        self.state.store(2, Ordering::Release);
+        self.state.store(DRAINED_BY_OPERATOR, Ordering::Release);
+    }
+
+    /// The node said it is shutting down: no new traffic until a health check passes.
+    pub fn note_draining(&self) {
+        self.set(DRAINING_ITSELF);
     }
 
     /// Requests in flight now.
@@ -132,6 +158,8 @@ impl NodeShared {
             w.push_back(latency.as_secs_f64() * 1000.0);
         }
         match outcome {
+            // Not a failure: the node finishes its work elsewhere and refuses new work.
+            Ok(r) if r.draining => self.note_draining(),
             Ok(r) if r.status >= 500 => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 let n = self
@@ -172,17 +200,18 @@ impl NodeClient {
         let (http, shared) = (self.http.clone(), self.shared.clone());
         let timeout = self.health_interval.max(Duration::from_millis(500));
         let check = async move {
-            let ok = http
+            let answer = http
                 .get(format!("{}/health", shared.url))
                 .timeout(timeout)
                 .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                shared.consecutive_server_errors.store(0, Ordering::Relaxed);
-                shared.set_state(NodeState::Healthy);
-            } else {
-                shared.set_state(NodeState::Unhealthy);
+                .await;
+            match answer {
+                Ok(r) if r.status().is_success() => {
+                    shared.consecutive_server_errors.store(0, Ordering::Relaxed);
+                    shared.set_state(NodeState::Healthy);
+                }
+                Ok(r) if says_draining(r.headers()) => shared.note_draining(),
+                Ok(_) | Err(_) => shared.set_state(NodeState::Unhealthy),
             }
         };
         ctx.spawn(actix::fut::wrap_future(check));
@@ -211,5 +240,49 @@ impl Handler<Retire> for NodeClient {
 
     fn handle(&mut self, _: Retire, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node's own drain ends when it is healthy again (restarted at the same address); an
+    /// operator's drain is final.
+    #[test]
+    fn a_node_draining_itself_comes_back_an_operator_drain_does_not() {
+        let node = NodeShared::new("n".into(), "http://127.0.0.1:1".into());
+        node.note_draining();
+        assert_eq!(node.state(), NodeState::Draining);
+        node.set_state(NodeState::Unhealthy);
+        assert_eq!(node.state(), NodeState::Unhealthy, "it went away");
+        node.set_state(NodeState::Healthy);
+        assert_eq!(node.state(), NodeState::Healthy, "it came back");
+
+        node.start_draining();
+        node.set_state(NodeState::Healthy);
+        node.note_draining();
+        assert_eq!(node.state(), NodeState::Draining);
+        node.set_state(NodeState::Healthy);
+        assert_eq!(
+            node.state(),
+            NodeState::Draining,
+            "an operator's drain stays"
+        );
+    }
+
+    /// A draining node's refusal takes it out without counting as an error.
+    #[test]
+    fn a_draining_refusal_is_not_a_failure() {
+        let node = NodeShared::new("n".into(), "http://127.0.0.1:1".into());
+        let refusal = Ok(ForwardedResponse {
+            status: 503,
+            headers: Vec::new(),
+            body: Default::default(),
+            draining: true,
+        });
+        node.record(Duration::from_millis(1), &refusal);
+        assert_eq!(node.state(), NodeState::Draining);
+        assert_eq!(node.errors.load(Ordering::Relaxed), 0);
     }
 }

@@ -1,24 +1,30 @@
 //! The router: owns the ring and the node membership, and orders the nodes a request may try.
 //!
-//! Membership comes from `COORDINATOR_NODES`, the admin API and, with Redis, nodes whose
-//! registrations are signed with `CLUSTER_SECRET`. A node's ring points stay put while it is
-//! unhealthy (its keys come back to it when it recovers); routing just skips it.
+//! Membership comes from `COORDINATOR_NODES`, the admin API, the addresses of
+//! `COORDINATOR_NODES_DNS` and, with Redis, nodes whose registrations are signed with
+//! `CLUSTER_SECRET`. A node's ring points stay put while it is unhealthy (its keys come back to
+//! it when it recovers); routing just skips it. Each source adds and removes only its own
+//! members: a node that several sources name is kept by the first that added it.
 //!
 //! A self-registered node removed through the admin API stays out while its registration is
 //! the same incarnation: the router remembers the drained incarnation and ignores it until the
-//! node registers anew (a restart) or an operator adds it back.
+//! node registers anew (a restart) or an operator adds it back. A DNS member removed that way
+//! stays out while the name still resolves to it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Context, Handler, Message, MessageResult};
 use rerank_shared::config::Routing;
 use rerank_shared::hash_ring::{bounded_order, HashRing};
-use rerank_shared::registry::Registration;
 use serde::Serialize;
 
 use super::node_client::{NodeClient, NodeShared, NodeState, Retire};
+
+mod membership_sync;
+
+pub use membership_sync::{SyncDns, SyncRegistry};
 
 /// How the router was configured.
 #[derive(Debug, Clone)]
@@ -42,6 +48,8 @@ pub enum NodeSource {
     Admin,
     /// A verified registration in Redis.
     Registry,
+    /// An address of `COORDINATOR_NODES_DNS`.
+    Dns,
 }
 
 struct Member {
@@ -60,6 +68,8 @@ pub struct RouterActor {
     members: HashMap<String, Member>,
     /// Node id → the incarnation of its registration when an operator removed it.
     drained: HashMap<String, String>,
+    /// DNS members an operator removed, kept out while the name resolves to them.
+    drained_dns: HashSet<String>,
     round_robin: usize,
 }
 
@@ -78,6 +88,7 @@ impl RouterActor {
             http,
             members: HashMap::new(),
             drained: HashMap::new(),
+            drained_dns: HashSet::new(),
             round_robin: 0,
         }
     }
@@ -199,6 +210,7 @@ impl Handler<AddNode> for RouterActor {
         let id = self.add(&msg.url, msg.source, None);
         // An operator (or the configuration) naming the node lifts an earlier drain.
         self.drained.remove(&id);
+        self.drained_dns.remove(&id);
         MessageResult(id)
     }
 }
@@ -237,71 +249,23 @@ impl Handler<ForgetNode> for RouterActor {
     type Result = ();
 
     fn handle(&mut self, msg: ForgetNode, _: &mut Context<Self>) {
-        if let Some(Member {
-            source: NodeSource::Registry,
-            incarnation: Some(incarnation),
-            ..
-        }) = self.remove(&msg.id)
-        {
-            tracing::info!(node = %msg.id, %incarnation, "drained registration ignored until the node registers anew");
-            self.drained.insert(msg.id, incarnation);
-        }
-    }
-}
-
-/// The registrations currently valid in Redis (signatures and expiries already checked):
-/// registry members not listed leave.
-pub struct SyncRegistry {
-    pub registrations: Vec<Registration>,
-}
-
-impl Message for SyncRegistry {
-    type Result = ();
-}
-
-impl Handler<SyncRegistry> for RouterActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SyncRegistry, _: &mut Context<Self>) {
-        let listed: Vec<(String, &Registration)> = msg
-            .registrations
-            .iter()
-            .map(|r| (node_id(&r.url), r))
-            .collect();
-        // A drained incarnation no longer listed has expired or been replaced: forget it.
-        self.drained.retain(|id, incarnation| {
-            listed
-                .iter()
-                .any(|(listed_id, r)| listed_id == id && &r.incarnation == incarnation)
-        });
-        let mut present = Vec::with_capacity(listed.len());
-        for (id, registration) in listed {
-            if self.drained.get(&id) == Some(&registration.incarnation) {
-                continue;
+        match self.remove(&msg.id) {
+            Some(Member {
+                source: NodeSource::Registry,
+                incarnation: Some(incarnation),
+                ..
+            }) => {
+                tracing::info!(node = %msg.id, %incarnation, "drained registration ignored until the node registers anew");
+                self.drained.insert(msg.id, incarnation);
             }
-            match self.members.get_mut(&id) {
-                Some(member) if member.source == NodeSource::Registry => {
-                    member.incarnation = Some(registration.incarnation.clone());
-                }
-                Some(_) => {}
-                None => {
-                    self.add(
-                        &registration.url,
-                        NodeSource::Registry,
-                        Some(registration.incarnation.clone()),
-                    );
-                }
+            Some(Member {
+                source: NodeSource::Dns,
+                ..
+            }) => {
+                tracing::info!(node = %msg.id, "drained DNS address ignored while the name resolves to it");
+                self.drained_dns.insert(msg.id);
             }
-            present.push(id);
-        }
-        let gone: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(id, m)| m.source == NodeSource::Registry && !present.contains(id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            self.remove(&id);
+            Some(_) | None => {}
         }
     }
 }

@@ -17,12 +17,12 @@ use crate::state::CoordinatorState;
 const NODE_STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a member from `source` may be sent the admin token (to read its `/admin/stats`).
-/// Only addresses the coordinator's own configuration, an operator, or a registration signed
-/// with `CLUSTER_SECRET` named: never one that merely appeared in Redis. Exhaustive, so that a
-/// new source of members must decide.
+/// Only addresses the coordinator's own configuration (its node URLs, or the name it resolves
+/// for nodes), an operator, or a registration signed with `CLUSTER_SECRET` named: never one
+/// that merely appeared in Redis. Exhaustive, so that a new source of members must decide.
 fn trusted_with_admin_token(source: NodeSource) -> bool {
     match source {
-        NodeSource::Static | NodeSource::Admin | NodeSource::Registry => true,
+        NodeSource::Static | NodeSource::Admin | NodeSource::Registry | NodeSource::Dns => true,
     }
 }
 

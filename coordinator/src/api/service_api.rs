@@ -8,14 +8,16 @@ use crate::actors::{ListNodes, NodeState};
 use crate::state::CoordinatorState;
 
 /// `GET /health`: `ok` with every node healthy, `degraded` with some, `unavailable` (503) with
-/// none.
+/// none, `draining` (503) once the coordinator is shutting down.
 pub async fn health(state: web::Data<CoordinatorState>) -> HttpResponse {
     let nodes = state.router.send(ListNodes).await.unwrap_or_default();
     let healthy = nodes
         .iter()
         .filter(|n| n.state == NodeState::Healthy)
         .count();
+    let draining = state.draining.is_draining();
     let status = match healthy {
+        _ if draining => "draining",
         0 => "unavailable",
         h if h == nodes.len() => "ok",
         _ => "degraded",
@@ -35,7 +37,7 @@ pub async fn health(state: web::Data<CoordinatorState>) -> HttpResponse {
             })
             .collect(),
     };
-    if healthy == 0 {
+    if healthy == 0 || draining {
         HttpResponse::ServiceUnavailable().json(body)
     } else {
         HttpResponse::Ok().json(body)

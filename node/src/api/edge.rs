@@ -1,4 +1,5 @@
-//! What the rerank endpoints refuse before their handlers run: bodies that are not JSON (415,
+//! What the rerank endpoints refuse before their handlers run: any request while the node
+//! drains (503, so a coordinator retries it on another node), bodies that are not JSON (415,
 //! before a byte of them is read) and bodies that do not arrive within `HTTP_READ_TIMEOUT_MS`
 //! (408, and the connection is closed), each in the endpoint's own error format.
 //!
@@ -24,10 +25,11 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::ResponseError;
-use actix_web::{mime, HttpMessage, HttpResponse};
+use actix_web::{mime, web, HttpMessage, HttpResponse};
 use futures_util::Stream;
 
 use super::error::{ApiError, ApiErrorKind, CohereApiError, TeiError};
+use crate::state::NodeState;
 use tokio::time::{Instant, Sleep};
 
 /// The time a client has to send a request body once its head has arrived (`HTTP_READ_TIMEOUT_MS`),
@@ -57,6 +59,8 @@ pub enum EdgeRefusal {
     BodyTimeout(Duration),
     /// The body is not declared as JSON (415).
     NotJson,
+    /// The node is draining (503, with the draining header; the connection is closed).
+    Draining,
 }
 
 impl EdgeRefusal {
@@ -77,6 +81,7 @@ impl EdgeRefusal {
         match self {
             Self::BodyTimeout(_) => ApiErrorKind::BodyTimeout,
             Self::NotJson => ApiErrorKind::NotJson,
+            Self::Draining => ApiErrorKind::Draining,
         }
     }
 
@@ -87,6 +92,10 @@ impl EdgeRefusal {
                 limit.as_millis()
             ),
             Self::NotJson => JSON_REQUIRED.to_string(),
+            Self::Draining => {
+                "the node is shutting down and takes no new requests; retry on another node"
+                    .to_string()
+            }
         }
     }
 
@@ -152,13 +161,21 @@ pub async fn cohere_edge(
     rerank_edge(req, next, ErrorFormat::Cohere).await
 }
 
-/// Refuses a POST whose body is not declared as JSON (415, in `format`), and gives the body of
-/// the others a deadline of [`BodyReadTimeout`] from now (the head has just arrived).
+/// Refuses every request while the node drains (503) and a POST whose body is not declared as
+/// JSON (415), in `format`, and gives the body of the others a deadline of [`BodyReadTimeout`]
+/// from now (the head has just arrived).
 async fn rerank_edge<B: MessageBody>(
     mut req: ServiceRequest,
     next: Next<B>,
     format: ErrorFormat,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let draining = req
+        .app_data::<web::Data<NodeState>>()
+        .is_some_and(|state| state.draining.is_draining());
+    if draining {
+        let response = EdgeRefusal::Draining.response(format);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
     if req.method() == Method::POST && !declares_json(&req) {
         let response = EdgeRefusal::NotJson.response(format);
         return Ok(req.into_response(response).map_into_right_body());

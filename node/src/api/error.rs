@@ -8,6 +8,7 @@ use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use rerank_shared::api::cohere::CohereError;
+use rerank_shared::api::health::DRAINING_HEADER;
 use rerank_shared::api::tei::{ErrorResponse, ErrorType};
 
 use crate::actors::RerankError;
@@ -21,9 +22,16 @@ fn error_builder(error: &ApiError) -> actix_web::HttpResponseBuilder {
     let mut builder = HttpResponse::build(error.kind.status());
     if matches!(
         error.kind,
-        ApiErrorKind::Overloaded | ApiErrorKind::DeadlineExceeded
+        ApiErrorKind::Overloaded | ApiErrorKind::DeadlineExceeded | ApiErrorKind::Draining
     ) {
         builder.insert_header(("retry-after", RETRY_AFTER_SECONDS));
+    }
+    if error.kind == ApiErrorKind::Draining {
+        // Tells a coordinator to stop routing here at once; closing the connection sends any
+        // other client to reconnect, and so to another server.
+        builder
+            .insert_header((DRAINING_HEADER, "true"))
+            .force_close();
     }
     builder
 }
@@ -55,6 +63,8 @@ pub enum ApiErrorKind {
     Backend,
     /// The node cannot serve.
     Unhealthy,
+    /// The node is shutting down (SIGTERM): it finishes what it has, takes nothing new.
+    Draining,
     /// The client went away before its answer was ready (nobody reads this response).
     ClientClosed,
 }
@@ -70,7 +80,9 @@ impl ApiErrorKind {
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::Backend => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unhealthy | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unhealthy | Self::Draining | Self::DeadlineExceeded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             // nginx's "client closed request"; a valid status code, so this cannot fail.
             Self::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
         }
@@ -89,7 +101,7 @@ impl ApiErrorKind {
             Self::Tokenizer => ErrorType::Tokenizer,
             Self::Overloaded | Self::DeadlineExceeded => ErrorType::Overloaded,
             Self::Backend => ErrorType::Backend,
-            Self::Unhealthy => ErrorType::Unhealthy,
+            Self::Unhealthy | Self::Draining => ErrorType::Unhealthy,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Service endpoints: `GET /health`, `GET /info`, `GET /metrics`, `GET /openapi.json`.
 
 use actix_web::{web, HttpResponse};
-use rerank_shared::api::health::{Health, HealthUnavailable, Info, ModelHealth};
+use rerank_shared::api::health::{
+    Health, HealthUnavailable, Info, ModelHealth, UnavailableStatus, DRAINING_HEADER,
+};
 
 use crate::actors::GetPipelineHealth;
 use crate::state::NodeState;
@@ -28,13 +30,23 @@ pub fn model_health(state: &NodeState) -> ModelHealth {
     }
 }
 
-/// `GET /health`: the guide's fields.
+/// `GET /health`: the guide's fields; 503 `draining` (with [`DRAINING_HEADER`]) once the node
+/// is shutting down, so that coordinators and load balancers stop sending it work.
 pub async fn health(state: web::Data<NodeState>) -> HttpResponse {
+    if state.draining.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((DRAINING_HEADER, "true"))
+            .force_close()
+            .json(HealthUnavailable {
+                status: UnavailableStatus::Draining,
+                error: "shutting down: finishing in-flight requests, taking no new ones".into(),
+            });
+    }
     let pipeline = match state.node.send(GetPipelineHealth).await {
         Ok(h) => h,
         Err(e) => {
             return HttpResponse::ServiceUnavailable().json(HealthUnavailable {
-                status: "unavailable".into(),
+                status: UnavailableStatus::Unavailable,
                 error: e.to_string(),
             })
         }

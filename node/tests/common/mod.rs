@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// The directory of the crate whose tests these are (`node/`; `coordinator/` for its tests,
@@ -90,10 +90,21 @@ impl NodeProcess {
 
     /// Starts `binary` on `port` with `env` and waits until `/health` answers 200.
     pub async fn start_binary(binary: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_binary_at(binary, "127.0.0.1", port, env).await
+    }
+
+    /// Starts `binary` listening on `host`:`port` (another loopback address, e.g. `127.0.0.2`)
+    /// with `env` and waits until `/health` answers 200 there.
+    pub async fn start_binary_at(
+        binary: &Path,
+        host: &str,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(binary);
         cmd.current_dir(workspace_root())
             .env("PORT", port.to_string())
-            .env("HOST", "127.0.0.1")
+            .env("HOST", host)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -106,7 +117,7 @@ impl NodeProcess {
         let mut node = Self {
             child,
             port,
-            base: format!("http://127.0.0.1:{port}"),
+            base: format!("http://{host}:{port}"),
         };
         node.wait_healthy(Duration::from_secs(120)).await;
         node
@@ -237,6 +248,32 @@ impl NodeProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM, what a rollout sends (`docker stop`, Kubernetes); the process drains.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        assert!(
+            sent.as_ref().is_ok_and(|s| s.success()),
+            "kill -TERM {}: {sent:?}",
+            self.child.id()
+        );
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, `None` if still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if started.elapsed() >= limit {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The value of an unlabelled metric in `/metrics` (0 when absent).

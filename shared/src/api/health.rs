@@ -53,11 +53,27 @@ pub struct Health {
     pub distributed_cache: DistributedCacheHealth,
 }
 
-/// `GET /health` when the node cannot answer (503): its pipeline did not respond.
+/// Present (`true`) on a node's answers while it drains after SIGTERM: its `/health` 503 and
+/// its refusals of rerank requests. A coordinator that sees it stops routing to the node at
+/// once, without waiting for its next health check or for the node's registration to lapse.
+pub const DRAINING_HEADER: &str = "x-node-draining";
+
+/// Why a node's `/health` answers 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnavailableStatus {
+    /// Its pipeline did not respond.
+    Unavailable,
+    /// It is shutting down (SIGTERM/SIGINT): it takes no new requests and finishes those in
+    /// flight within `SHUTDOWN_GRACE_MS`.
+    Draining,
+}
+
+/// `GET /health` when the node cannot take requests (503).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthUnavailable {
-    /// Always `unavailable`.
-    pub status: String,
+    /// `unavailable` or `draining`.
+    pub status: UnavailableStatus,
     /// Why, for a person to read.
     pub error: String,
 }
@@ -72,10 +88,10 @@ pub struct CoordinatorNodeSummary {
 }
 
 /// The coordinator's `GET /health`: 200 with `ok` (every node healthy) or `degraded` (some),
-/// 503 with `unavailable` (none).
+/// 503 with `unavailable` (none) or `draining` (the coordinator is shutting down).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CoordinatorHealth {
-    /// `ok`, `degraded` or `unavailable`.
+    /// `ok`, `degraded`, `unavailable` or `draining`.
     pub status: String,
     /// Always `coordinator`: tells a coordinator's answer from a node's.
     pub role: String,

@@ -21,7 +21,7 @@ use super::cohere::{
 };
 use super::health::{
     CoordinatorHealth, CoordinatorNodeSummary, DistributedCacheHealth, Health, HealthUnavailable,
-    Info, MicroBatcherHealth, ModelHealth,
+    Info, MicroBatcherHealth, ModelHealth, UnavailableStatus,
 };
 use super::tei::{ErrorResponse, ErrorType, Rank, RerankRequest};
 use super::{BestChunk, TruncationDirection};
@@ -63,7 +63,9 @@ pub const RERANK_ERROR_STATUSES: &[(u16, &str)] = &[
     (
         503,
         "The request's deadline (`REQUEST_TIMEOUT_MS`) passed before it was scored, the node \
-         cannot serve, or (coordinator) no node could answer",
+         cannot serve, the node is draining (shutting down: the answer carries \
+         `x-node-draining: true`; a coordinator retries it on another node), or (coordinator) \
+         no node could answer",
     ),
     (
         504,
@@ -201,7 +203,9 @@ fn openapi() {}
     tag = "service",
     responses(
         (status = 200, description = "The node can score", body = Health),
-        (status = 503, description = "The node's pipeline does not answer", body = HealthUnavailable),
+        (status = 503, description = "`unavailable`: the node's pipeline does not answer; \
+            `draining`: the node is shutting down (SIGTERM) and takes no new requests; \
+            the answer then carries `x-node-draining: true`", body = HealthUnavailable),
     )
 )]
 #[allow(dead_code)]
@@ -227,7 +231,8 @@ fn node_info() {}
     responses(
         (status = 200, description = "`ok` (every node healthy) or `degraded` (some)",
             body = CoordinatorHealth),
-        (status = 503, description = "`unavailable`: no healthy node", body = CoordinatorHealth),
+        (status = 503, description = "`unavailable`: no healthy node; `draining`: the \
+            coordinator is shutting down (SIGTERM)", body = CoordinatorHealth),
     )
 )]
 #[allow(dead_code)]
@@ -273,6 +278,7 @@ struct ClientApi;
     components(schemas(
         Health,
         HealthUnavailable,
+        UnavailableStatus,
         ModelHealth,
         MicroBatcherHealth,
         DistributedCacheHealth,
