@@ -13,7 +13,7 @@
 #
 # Usage: scripts/k8s-validate.sh [BIN_DIR]
 #   BIN_DIR holds rerank-node and rerank-coordinator (default: $CARGO_TARGET_DIR/release, as
-#   `cargo test --workspace` leaves them; CARGO_TARGET_DIR defaults to ./target).
+#   `scripts/test.sh` (cargo test --release --workspace) leaves them; CARGO_TARGET_DIR defaults to ./target).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
