@@ -202,7 +202,12 @@ async fn work_that_outlasts_the_grace_period_is_cut_off_and_the_node_still_exits
         "exited at {drained:?}, before the grace period ended"
     );
     let (status, _) = slow.await.expect("joined");
-    assert_eq!(status, 0, "the cut-off request gets no answer");
+    // Cut off: the connection closes unanswered, or, when the node's actors stop a moment
+    // before the HTTP server drops the request, it gets 503 (which a coordinator retries).
+    assert!(
+        status == 0 || status == 503,
+        "the cut-off request got {status}, not a closed connection or 503"
+    );
     eprintln!(
         "node drain past the grace period: exit code 0 at {} ms (grace {} ms); the 600-doc \
          request was cut off",
