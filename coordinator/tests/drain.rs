@@ -502,32 +502,24 @@ async fn sigterm_drains_the_coordinator_too() {
         }
     });
     // In flight at the node before the coordinator is told to stop.
-    let waiting = Instant::now();
-    loop {
-        let stats: Value = match reqwest::Client::new()
-            .get(format!("{}/admin/stats", node.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
-        if stats["running_requests"].as_u64().unwrap_or(0) > 0 {
-            break;
-        }
-        assert!(waiting.elapsed() < Duration::from_secs(30), "{stats}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    node.wait_running(TOKEN).await;
 
     let signalled = Instant::now();
     coordinator.terminate();
+    // The signal is delivered asynchronously: ask until the coordinator has handled it (well
+    // within its notice).
     let client = reqwest::Client::new();
-    let health = client
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .expect("still listening during the notice");
+    let health = loop {
+        let health = client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("still listening during the notice");
+        if health.status().as_u16() != 200 || signalled.elapsed() > Duration::from_millis(500) {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(health.status().as_u16(), 503);
     let health: Value = health.json().await.expect("json");
     assert_eq!(health["status"], "draining", "{health}");

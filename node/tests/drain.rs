@@ -60,30 +60,6 @@ async fn rerank(base: String, body: Value) -> (u16, Value) {
     }
 }
 
-/// Waits until the node runs at least one request (bounded).
-async fn wait_running(node: &NodeProcess) {
-    let started = Instant::now();
-    loop {
-        let stats: Value = match reqwest::Client::new()
-            .get(format!("{}/admin/stats", node.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or(Value::Null),
-            Err(_) => Value::Null,
-        };
-        if stats["running_requests"].as_u64().unwrap_or(0) > 0 {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the slow request never started: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero() {
     let notice = Duration::from_millis(1500);
@@ -95,17 +71,25 @@ async fn sigterm_finishes_the_request_in_flight_refuses_new_ones_and_exits_zero(
     .await;
     let base = node.base.clone();
     let slow = tokio::spawn(rerank(base.clone(), slow_body("in-flight", 160)));
-    wait_running(&node).await;
+    node.wait_running(TOKEN).await;
 
     let signalled = Instant::now();
     node.terminate();
-    // During the notice the node still listens: `/health` says why it refuses.
+    // During the notice the node still listens: `/health` says why it refuses. The signal is
+    // delivered asynchronously, so a request sent the same instant may still find the node
+    // healthy: ask until it has handled the signal (well within the 1.5 s notice).
     let client = reqwest::Client::new();
-    let health = client
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .expect("still listening during the notice");
+    let health = loop {
+        let health = client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .expect("still listening during the notice");
+        if health.status().as_u16() != 200 || signalled.elapsed() > Duration::from_millis(500) {
+            break health;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     assert_eq!(health.status().as_u16(), 503);
     assert_eq!(
         health
@@ -188,7 +172,7 @@ async fn work_that_outlasts_the_grace_period_is_cut_off_and_the_node_still_exits
     let mut node =
         start_node(&[("SHUTDOWN_NOTICE_MS", "200"), ("SHUTDOWN_GRACE_MS", "2000")]).await;
     let slow = tokio::spawn(rerank(node.base.clone(), slow_body("outlasting", 600)));
-    wait_running(&node).await;
+    node.wait_running(TOKEN).await;
     let signalled = Instant::now();
     node.terminate();
     let exit = node

@@ -244,6 +244,33 @@ impl Drop for RedisProcess {
 }
 
 impl NodeProcess {
+    /// Waits (at most 30 s) until the node runs at least one request, read from its
+    /// `/admin/stats` with the admin token `token`.
+    pub async fn wait_running(&self, token: &str) {
+        let started = Instant::now();
+        loop {
+            let stats: serde_json::Value = match reqwest::Client::new()
+                .get(format!("{}/admin/stats", self.base))
+                .bearer_auth(token)
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or(serde_json::Value::Null),
+                Err(_) => serde_json::Value::Null,
+            };
+            if stats["running_requests"].as_u64().unwrap_or(0) > 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no request started running: {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl NodeProcess {
     /// SIGKILLs the node.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
