@@ -39,6 +39,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use heads::raw_score;
+pub use kernels::gemm_probe;
 pub use kernels::{available as onednn_available, native_bf16};
 pub use model_files::{ModelFiles, ModelSource};
 pub use modes::{Kernels, Precision};

@@ -23,6 +23,7 @@ mod packed_linear;
 
 pub(crate) mod causal_attention;
 pub(crate) mod geglu;
+pub mod gemm_probe;
 pub(crate) mod layer_norm;
 pub(crate) mod parallel;
 pub(crate) mod rms_norm;

@@ -270,6 +270,11 @@ mod tests {
             (Precision::Bf16, 0.0),
             (Precision::Int8, 0.1),
         ] {
+            // Families run bf16 here only where the CPU computes it natively (elsewhere they
+            // stay on candle); oneDNN 2.6 has no bf16 matmul below AVX-512 at all.
+            if precision == Precision::Bf16 && !super::super::native_bf16() {
+                continue;
+            }
             let linear =
                 PackedLinear::new(&w, Some(&b), precision, Epilogue::default()).expect("linear");
             let mut ctx = Ctx::new(1, 3, 1e-12).expect("ctx");

@@ -11,6 +11,7 @@
 //! one side.
 
 pub mod checkpoint;
+pub mod machine_limit;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,6 +79,10 @@ pub struct BenchReport {
     pub mean_pair_tokens: f64,
     pub shortest_pair_tokens: usize,
     pub longest_pair_tokens: usize,
+    /// The machine's large-GEMM rates, probed before the engines run (packed kernels only).
+    pub machine: Option<machine_limit::MachineLimit>,
+    /// The model's FLOPs per pair on this workload, where the bench can count them.
+    pub flops_per_pair: Option<f64>,
     pub rows: Vec<BenchRow>,
 }
 
@@ -452,6 +457,11 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     let pad_id = tokenizer.token_to_id("[PAD]").unwrap_or(0);
 
     let files = ModelFiles::from_dir(&model_dir, &model_name)?;
+    // Probed first, on a machine the engines have not warmed yet, like every row after it.
+    let machine = match settings.kernels {
+        Kernels::OneDnn => machine_limit::probe(0.5),
+        _ => None,
+    };
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
     let mut rows = Vec::new();
     let mut token_counts = Vec::new();
@@ -516,7 +526,11 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
         rows.extend(torch_rows(python, &model_dir, &workload_path, settings));
     }
     let total: usize = token_counts.iter().sum();
+    let flops_per_pair = machine_limit::workload_flops(&model_dir, &token_counts)
+        .map(|flops| flops / token_counts.len().max(1) as f64);
     Ok(BenchReport {
+        machine,
+        flops_per_pair,
         documents: docs.len(),
         mean_pair_tokens: total as f64 / token_counts.len().max(1) as f64,
         shortest_pair_tokens: token_counts.iter().copied().min().unwrap_or(0),
@@ -555,6 +569,9 @@ impl BenchReport {
             "vs PyTorch",
             "note"
         );
+        if let Some(limit) = &self.machine {
+            out.insert_str(0, &machine_limit::describe(limit));
+        }
         for row in &self.rows {
             // Decoder rerankers run well under 10 pairs/s: three decimals keep their ratios.
             let rate = row.pairs_per_s.map_or("-".into(), |v| {
@@ -573,9 +590,18 @@ impl BenchReport {
                     _ => "-".into(),
                 }
             };
+            let mut note = row.note.clone();
+            if let (Some(rate), Some(flops), Some(limit)) =
+                (row.pairs_per_s, self.flops_per_pair, &self.machine)
+            {
+                note.push_str(&format!(
+                    "; {}",
+                    machine_limit::efficiency(rate, flops, &row.precision, limit)
+                ));
+            }
             out.push_str(&format!(
                 "{:<58} {:<6} {:>9} {:>12}  {}\n",
-                row.engine, row.precision, rate, ratio, row.note
+                row.engine, row.precision, rate, ratio, note
             ));
         }
         out
