@@ -22,8 +22,6 @@ pub struct PeersOutput {
     pub threads: usize,
     /// `VNNI` or `no VNNI`: what the int8 configs were chosen for.
     pub cpu: String,
-    /// What ρ and the differences are measured against (`PyTorch 2.15.0 fp32`).
-    pub reference: String,
     pub results: Vec<PeerResult>,
 }
 
@@ -115,11 +113,16 @@ pub fn output_rows(output: &PeersOutput) -> Vec<BenchRow> {
                     max_abs_diff_vs_torch_fp32,
                 } => {
                     let rho = spearman_vs_torch_fp32.map_or("-".into(), |v| format!("{v:.4}"));
+                    // Whether the CPU has VNNI explains an int8 figure, not an fp32 one.
+                    let cpu = if r.precision == "int8" {
+                        format!("; {}", output.cpu)
+                    } else {
+                        String::new()
+                    };
                     (
                         Some(*pairs_per_s),
                         format!(
-                            "{settings}; ρ {rho} vs {} (max |Δ| {max_abs_diff_vs_torch_fp32:.1e}); {}",
-                            output.reference, output.cpu
+                            "{settings}; ρ {rho} vs PyTorch fp32 (max |Δ| {max_abs_diff_vs_torch_fp32:.1e}){cpu}"
                         ),
                     )
                 }
@@ -208,11 +211,13 @@ mod tests {
         assert_eq!(rows[0].precision, "fp32");
         assert_eq!(rows[0].pairs_per_s, Some(40.0));
         assert_eq!(rows[0].peer_mode.as_deref(), Some("ort-fp32"));
-        assert!(rows[0]
-            .note
-            .starts_with("2 threads, ORT_ENABLE_ALL; ρ 1.0000 vs PyTorch"));
+        assert_eq!(
+            rows[0].note,
+            "2 threads, ORT_ENABLE_ALL; ρ 1.0000 vs PyTorch fp32 (max |Δ| 2.1e-6)"
+        );
 
         assert!(rows[1].note.contains("reduce_range"), "{}", rows[1].note);
+        assert!(rows[1].note.ends_with("; no VNNI"), "{}", rows[1].note);
         assert!(rows[1].note.contains("ρ 0.9300"), "{}", rows[1].note);
         assert_eq!(rows[2].engine, "OpenVINO 2026.4.0");
         assert!(rows[2].note.contains("ρ - vs"), "{}", rows[2].note);
@@ -227,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_measured_mode_without_its_figures_is_rejected() {
-        let line = r#"{"threads": 2, "cpu": "VNNI", "reference": "PyTorch", "results": [
+        let line = r#"{"threads": 2, "cpu": "VNNI", "results": [
             {"mode": "ort-fp32", "precision": "fp32", "engine": "ONNX Runtime"}]}"#;
         assert!(serde_json::from_str::<PeersOutput>(line).is_err());
     }
