@@ -376,7 +376,9 @@ class OrtGraphs:
                     hidden_size=int(task.config.hidden_size),
                 )
                 stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
-                fused.save_model_to_file(str(path))
+                tmp = path.with_suffix(".tmp.onnx")
+                fused.save_model_to_file(str(tmp))
+                os.replace(tmp, path)  # a run cut short leaves no half-written graph to reuse
                 stats_path.write_text(json.dumps(stats))
             except Exception as e:  # noqa: BLE001 - the plain graph still runs
                 log(f"bench_peers: ORT fusion failed: {short_error(e)}")
