@@ -17,7 +17,8 @@
 //!   while it runs and withdrawn first thing when it drains (SIGTERM: `rerank_shared::drain`).
 //! - [`state`]: what handlers share.
 //! - [`server`]: how a node starts: model, actors, HTTP.
-//! - [`bench`]: the engine benchmark, with PyTorch measured beside it.
+//! - [`bench`]: the engine benchmark, with PyTorch (and with `--peers` ONNX Runtime and
+//!   OpenVINO) measured beside it.
 //! - [`eval`]: the accuracy report: each precision mode's scores and rankings against f32's,
 //!   with weight memory, peak RSS and speed, every mode in a process of its own.
 

@@ -56,13 +56,20 @@ enum Command {
         seconds: f64,
         #[arg(long, default_value_t = 16384)]
         max_batch_tokens: usize,
-        /// Python interpreter for the PyTorch side.
+        /// Python interpreter for the PyTorch side and the peers.
         #[arg(long, default_value = "python3")]
         python: String,
         /// Skip the PyTorch side.
         #[arg(long)]
         no_torch: bool,
-        /// Threads PyTorch may use (match the cores candle uses).
+        /// Also measure the other CPU runtimes (ONNX Runtime, OpenVINO) with
+        /// scripts/bench_peers.py; each of our rows gets its ratio to the best of them.
+        #[arg(long)]
+        peers: bool,
+        /// The peers' modes, comma-separated: ort-fp32, ort-int8, ov-fp32, ov-int8.
+        #[arg(long, default_value = bench::peers::DEFAULT_MODES)]
+        peer_modes: String,
+        /// Threads PyTorch and the peers may use (match the cores our engine uses).
         #[arg(long, default_value_t = std::thread::available_parallelism().map_or(1, |n| n.get()))]
         torch_threads: usize,
         /// Print JSON instead of a table.
@@ -173,6 +180,8 @@ fn main() -> anyhow::Result<()> {
             max_batch_tokens,
             python,
             no_torch,
+            peers,
+            peer_modes,
             torch_threads,
             json,
             quantization,
@@ -188,7 +197,9 @@ fn main() -> anyhow::Result<()> {
                 document_tokens,
                 seconds,
                 max_batch_tokens,
-                python: (!no_torch).then_some(python),
+                python,
+                torch: !no_torch,
+                peers: peers.then_some(peer_modes),
                 torch_threads,
                 precisions: quantization
                     .into_iter()

@@ -1,9 +1,18 @@
 //! The engine benchmark: 1 query × N documents of ~110 tokens on a MiniLM-L6 cross-encoder (or
 //! any checkpoint, `--checkpoint`), our engine and PyTorch (`sentence_transformers.CrossEncoder`,
 //! or the Qwen3-Reranker card's computation for decoder rerankers; fp32, bf16 autocast, dynamic
-//! int8) measured in the same run on the same checkpoint and workload.
+//! int8) measured in the same run on the same checkpoint and workload, and with `--peers` the
+//! other CPU runtimes (ONNX Runtime, OpenVINO; [`peers`]).
 //!
-//! Both sides time the whole scoring call, tokenization included, for at least `seconds`.
+//! Every side times the whole scoring call, tokenization included, for at least `seconds`.
+//!
+//! # Layout
+//!
+//! - this file: the workload, our engine's measurements, the report and its table.
+//! - [`checkpoint`]: the MiniLM-L6 cross-encoder the default run measures.
+//! - [`python`]: one runner for every Python side's script (arguments in, one JSON line out).
+//! - [`torch`]: PyTorch's rows; [`peers`]: ONNX Runtime's and OpenVINO's, and the best peer
+//!   each of our rows is held against.
 //!
 //! A decoder reranker (Qwen3) gets a second row per precision: the same pairs run whole, without
 //! the shared prompt prefix's keys and values reused. Requests with and without reuse alternate
@@ -12,9 +21,11 @@
 
 pub mod checkpoint;
 pub mod machine_limit;
+pub mod peers;
+pub mod python;
+pub mod torch;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
@@ -43,8 +54,14 @@ pub struct BenchSettings {
     pub document_tokens: usize,
     pub seconds: f64,
     pub max_batch_tokens: usize,
-    /// Also run `scripts/bench_torch.py` with this interpreter (skipped when `None`).
-    pub python: Option<String>,
+    /// The interpreter of the Python sides (PyTorch, peers).
+    pub python: String,
+    /// Run PyTorch (`scripts/bench_torch.py`) beside our engine.
+    pub torch: bool,
+    /// Run the peers (`scripts/bench_peers.py`) in these modes (comma-separated; none when
+    /// `None`).
+    pub peers: Option<String>,
+    /// Threads PyTorch and the peers may use.
     pub torch_threads: usize,
     /// Our engine runs once per precision, in this order.
     pub precisions: Vec<Precision>,
@@ -62,14 +79,27 @@ pub struct Workload {
     pub documents: Vec<String>,
 }
 
+/// Whose row it is: ours are held against the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Ours,
+    PyTorch,
+    Peer,
+}
+
 /// One row of the result table.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
     pub engine: String,
-    /// `none`/`bf16`/`int8` for our rows, `fp32`/`bf16`/`int8` for PyTorch's.
+    pub side: Side,
+    /// `none`/`bf16`/`int8` for our rows, `fp32`/`bf16`/`int8` for PyTorch's and the peers'.
     pub precision: String,
     pub pairs_per_s: Option<f64>,
     pub note: String,
+    /// The peer's mode (`ort-int8`), the name our rows' ratios give it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_mode: Option<String>,
 }
 
 /// The benchmark's result.
@@ -307,110 +337,6 @@ fn measure_prefix_reuse(
     Ok((pairs / reused, pairs / whole_s))
 }
 
-#[derive(Deserialize)]
-struct TorchOutput {
-    torch: String,
-    threads: usize,
-    results: std::collections::BTreeMap<String, TorchMode>,
-}
-
-#[derive(Deserialize)]
-struct TorchMode {
-    pairs_per_s: f64,
-}
-
-fn torch_rows(
-    python: &str,
-    model: &Path,
-    workload: &Path,
-    settings: &BenchSettings,
-) -> Vec<BenchRow> {
-    let output = Command::new(python)
-        .arg(peer_script(model))
-        .arg("--model")
-        .arg(model)
-        .arg("--workload")
-        .arg(workload)
-        .arg("--threads")
-        .arg(settings.torch_threads.to_string())
-        .arg("--seconds")
-        .arg(settings.seconds.to_string())
-        .arg("--modes")
-        .arg("fp32,bf16,int8")
-        .output();
-    let failed = |note: String| {
-        vec![BenchRow {
-            engine: "PyTorch".into(),
-            precision: String::new(),
-            pairs_per_s: None,
-            note,
-        }]
-    };
-    let output = match output {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            let last = err.lines().last().unwrap_or("no output").to_string();
-            return failed(format!(
-                "not measured: {last} (pip install -r scripts/requirements-dev.txt)"
-            ));
-        }
-        Err(e) => return failed(format!("not measured: cannot run {python}: {e}")),
-    };
-    match serde_json::from_slice::<TorchOutput>(&output.stdout) {
-        Ok(parsed) => parsed
-            .results
-            .into_iter()
-            .map(|(mode, r)| BenchRow {
-                engine: format!("PyTorch {} {}", parsed.torch, peer_name(model)),
-                note: format!(
-                    "{} threads{}",
-                    parsed.threads,
-                    match mode.as_str() {
-                        "bf16" => ", autocast",
-                        "int8" => ", quantize_dynamic",
-                        _ => "",
-                    }
-                ),
-                precision: mode,
-                pairs_per_s: Some(r.pairs_per_s),
-            })
-            .collect(),
-        Err(e) => failed(format!("not measured: unreadable output ({e})")),
-    }
-}
-
-/// Whether `model` is a decoder reranker (Qwen3), which PyTorch runs the model card's way.
-fn is_decoder(model: &Path) -> bool {
-    std::fs::read_to_string(model.join("config.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|cfg| {
-            cfg["architectures"][0]
-                .as_str()
-                .map(|a| a.starts_with("Qwen3"))
-        })
-        .unwrap_or(false)
-}
-
-/// The PyTorch side's script for `model`.
-fn peer_script(model: &Path) -> &'static str {
-    if is_decoder(model) {
-        "scripts/bench_torch_qwen3.py"
-    } else {
-        "scripts/bench_torch.py"
-    }
-}
-
-/// How the PyTorch side runs `model`, for the table.
-fn peer_name(model: &Path) -> &'static str {
-    if is_decoder(model) {
-        "AutoModelForCausalLM (model card)"
-    } else {
-        "CrossEncoder"
-    }
-}
-
 /// Builds (or takes) the checkpoint and the workload, then measures every engine.
 pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     let (model_dir, model_name) = match &settings.checkpoint {
@@ -486,6 +412,8 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
             let (reused, whole) = measure_prefix_reuse(&backend, &workload, settings.seconds)?;
             rows.push(BenchRow {
                 engine: engine.clone(),
+                side: Side::Ours,
+                peer_mode: None,
                 precision: info.quantization.clone(),
                 pairs_per_s: Some(reused),
                 note: format!(
@@ -495,6 +423,8 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
                 ),
             });
             rows.push(BenchRow {
+                side: Side::Ours,
+                peer_mode: None,
                 engine: format!("{engine}, every pair run whole"),
                 precision: info.quantization.clone(),
                 pairs_per_s: Some(whole),
@@ -504,12 +434,16 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
         }
         rows.push(BenchRow {
             engine: engine.clone(),
+            side: Side::Ours,
+            peer_mode: None,
             precision: info.quantization.clone(),
             pairs_per_s: Some(measure(&backend, &workload, settings.seconds)?),
             note: info.dtype.clone(),
         });
         if settings.mixed_lengths.is_some() {
             rows.push(BenchRow {
+                side: Side::Ours,
+                peer_mode: None,
                 engine: format!("{engine}, pairs padded to the longest"),
                 precision: info.quantization.clone(),
                 pairs_per_s: Some(measure_padded(
@@ -522,8 +456,25 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
             });
         }
     }
-    if let Some(python) = &settings.python {
-        rows.extend(torch_rows(python, &model_dir, &workload_path, settings));
+    let (python, threads) = (&settings.python, settings.torch_threads);
+    if settings.torch {
+        rows.extend(torch::rows(
+            python,
+            &model_dir,
+            &workload_path,
+            threads,
+            settings.seconds,
+        ));
+    }
+    if let Some(modes) = &settings.peers {
+        rows.extend(peers::rows(
+            python,
+            &model_dir,
+            &workload_path,
+            threads,
+            settings.seconds,
+            modes,
+        ));
     }
     let total: usize = token_counts.iter().sum();
     let flops_per_pair = machine_limit::workload_flops(&model_dir, &token_counts)
@@ -539,26 +490,24 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     })
 }
 
-/// PyTorch's mode an engine row is held against: fp32 for f32, bf16 for bf16 and int8 (the
-/// issue's goals: f32 ≥ PyTorch fp32, bf16 ≥ PyTorch bf16, int8 ≥ 1.5 × PyTorch bf16).
-fn peer_mode(precision: &str) -> &'static str {
-    match precision {
-        "bf16" | "int8" => "bf16",
-        _ => "fp32",
-    }
-}
-
 impl BenchReport {
-    /// A plain-text table; each of our rows with its ratio to PyTorch's matching mode.
+    /// A plain-text table; each of our rows with its ratio to PyTorch's matching mode and, when
+    /// peers ran, to the best peer of its class ([`peers::best_peer`]).
     pub fn table(&self) -> String {
         let torch = |mode: &str| {
             self.rows
                 .iter()
-                .find(|r| r.engine.starts_with("PyTorch") && r.precision == mode)
+                .find(|r| r.side == Side::PyTorch && r.precision == mode)
                 .and_then(|r| r.pairs_per_s)
         };
+        let with_peers = self.rows.iter().any(|r| r.side == Side::Peer);
+        let peer_header = if with_peers {
+            format!(" {:>16}", "vs best peer")
+        } else {
+            String::new()
+        };
         let mut out = format!(
-            "workload: 1 query x {} documents, {:.1} tokens per pair ({}..{})\n\n{:<58} {:<6} {:>9} {:>12}  {}\n",
+            "workload: 1 query x {} documents, {:.1} tokens per pair ({}..{})\n\n{:<58} {:<6} {:>9} {:>12}{peer_header}  {}\n",
             self.documents,
             self.mean_pair_tokens,
             self.shortest_pair_tokens,
@@ -581,14 +530,23 @@ impl BenchReport {
                     format!("{v:.1}")
                 }
             });
-            let ratio = if row.engine.starts_with("PyTorch") {
-                String::new()
-            } else {
-                let mode = peer_mode(&row.precision);
+            let ours = row.side == Side::Ours;
+            let ratio = if ours {
+                let mode = torch::compared_mode(&row.precision);
                 match (row.pairs_per_s, torch(mode)) {
                     (Some(o), Some(t)) if t > 0.0 => format!("{:.2}x {mode}", o / t),
                     _ => "-".into(),
                 }
+            } else {
+                String::new()
+            };
+            let peer_ratio = match (with_peers, ours) {
+                (false, _) => String::new(),
+                (true, false) => format!(" {:>16}", ""),
+                (true, true) => format!(
+                    " {:>16}",
+                    peers::ratio_to_best_peer(&self.rows, row).unwrap_or_else(|| "-".into())
+                ),
             };
             let mut note = row.note.clone();
             if let (Some(rate), Some(flops), Some(limit)) =
@@ -600,7 +558,7 @@ impl BenchReport {
                 ));
             }
             out.push_str(&format!(
-                "{:<58} {:<6} {:>9} {:>12}  {}\n",
+                "{:<58} {:<6} {:>9} {:>12}{peer_ratio}  {}\n",
                 row.engine, row.precision, rate, ratio, note
             ));
         }
