@@ -109,7 +109,7 @@ pub fn describe(limit: &MachineLimit) -> String {
         .int8_gops
         .map_or_else(String::new, |g| format!(", int8 GEMM {g:.1} GOP/s"));
     format!(
-        "machine limit: sgemm {:.1} GFLOP/s{int8} (one {n}x{n}x{n} product, same kernels and threads)\n",
+        "machine limit: sgemm {:.1} GFLOP/s{int8} (fastest {n}x{n}x{n} product in 1 s, same kernels and threads)\n",
         limit.sgemm_gflops,
         n = limit.size
     )

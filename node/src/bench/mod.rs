@@ -385,7 +385,7 @@ pub fn run(settings: &BenchSettings) -> Result<BenchReport, EngineError> {
     let files = ModelFiles::from_dir(&model_dir, &model_name)?;
     // Probed first, on a machine the engines have not warmed yet, like every row after it.
     let machine = match settings.kernels {
-        Kernels::OneDnn => machine_limit::probe(0.5),
+        Kernels::OneDnn => machine_limit::probe(1.0),
         _ => None,
     };
     let docs: Vec<&str> = workload.documents.iter().map(String::as_str).collect();
