@@ -279,7 +279,10 @@ mod tests {
                 let back = f32::from(q[r * 16 + c]) * scales[r];
                 let limit = 127.0 * scales[r];
                 let clipped = v.clamp(-limit, limit);
-                assert!((back - clipped).abs() <= scales[r] / 2.0 + 1e-6, "{v} → {back}");
+                assert!(
+                    (back - clipped).abs() <= scales[r] / 2.0 + 1e-6,
+                    "{v} → {back}"
+                );
             }
         }
     }

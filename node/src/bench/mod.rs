@@ -532,9 +532,12 @@ impl BenchReport {
             });
             let ours = row.side == Side::Ours;
             let ratio = if ours {
-                let mode = torch::compared_mode(&row.precision);
-                match (row.pairs_per_s, torch(mode)) {
-                    (Some(o), Some(t)) if t > 0.0 => format!("{:.2}x {mode}", o / t),
+                let fastest = torch::compared_modes(&row.precision)
+                    .iter()
+                    .filter_map(|&mode| torch(mode).map(|t| (mode, t)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                match (row.pairs_per_s, fastest) {
+                    (Some(o), Some((mode, t))) if t > 0.0 => format!("{:.2}x {mode}", o / t),
                     _ => "-".into(),
                 }
             } else {
