@@ -12,6 +12,9 @@ use super::{int8_weight_limit, quantize_weight, Ctx, Epilogue, Gemm};
 use crate::modes::Precision;
 use crate::EngineError;
 
+/// One timed product of the probe, writing into the output it is given.
+type Product<'a> = dyn FnMut(&mut Ctx, &mut [f32]) -> Result<(), EngineError> + 'a;
+
 /// One probe's result.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GemmRate {
@@ -39,7 +42,7 @@ pub fn measure(precision: Precision, size: usize, seconds: f64) -> Result<GemmRa
     let mut y = vec![0f32; values];
     // The fastest product counts: a limit is what the machine reaches, and a neighbour's burst
     // or a clock still ramping up only ever slows single products down.
-    let mut timed = |run: &mut dyn FnMut(&mut Ctx, &mut [f32]) -> Result<(), EngineError>| {
+    let mut timed = |run: &mut Product| {
         run(&mut ctx, &mut y)?;
         let start = Instant::now();
         let (mut runs, mut fastest) = (0usize, f64::INFINITY);
