@@ -66,27 +66,16 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import bench_common  # noqa: E402
+from bench_common import QWEN3_PREFIX, QWEN3_SUFFIX, log, qwen3_pair_text  # noqa: E402
+
 MODES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-int8")
 # Families whose attention, LayerNorm and GELU patterns ONNX Runtime's "bert" fusions match.
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
 
-# The Qwen3-Reranker model card's prompt (as scripts/bench_torch_qwen3.py).
-QWEN3_PREFIX = (
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
-)
-QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-QWEN3_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-
-
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 def fail(msg: str, code: int = 2) -> "NoReturn":  # noqa: F821
-    log(f"bench_peers: error: {msg}")
-    sys.exit(code)
+    bench_common.fail("bench_peers", msg, code)
 
 
 def parse_args(argv=None):
@@ -118,18 +107,6 @@ def parse_args(argv=None):
         ap.error(f"--modes must be a comma separated subset of {','.join(MODES)} (got {args.modes!r})")
     args.modes = list(dict.fromkeys(modes))
     return args
-
-
-def load_workload(path: Path):
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        fail(f"cannot read workload {path}: {e}")
-    query = data.get("query") if isinstance(data, dict) else None
-    docs = data.get("documents") if isinstance(data, dict) else None
-    if not isinstance(query, str) or not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
-        fail(f'workload {path} must be {{"query": str, "documents": [str, ...]}} with at least one document')
-    return query, docs
 
 
 def cpu_has_vnni() -> bool:
@@ -262,9 +239,7 @@ class Task:
         import numpy as np
 
         if self.decoder:
-            texts = [
-                f"<Instruct>: {QWEN3_INSTRUCTION}\n<Query>: {query}\n<Document>: {d}" for d in docs
-            ]
+            texts = [qwen3_pair_text(None, query, d) for d in docs]
             enc = self.tok(
                 texts,
                 padding=False,
@@ -531,7 +506,7 @@ class OpenVino:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    query, docs = load_workload(args.workload)
+    query, docs = bench_common.load_workload(args.workload, "bench_peers")
     if not args.model.is_dir():
         fail(f"cannot load model: {args.model} is not a directory")
 

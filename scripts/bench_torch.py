@@ -43,16 +43,14 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import bench_common  # noqa: E402
+from bench_common import log  # noqa: E402
+
 MODES = ("fp32", "bf16", "int8")
 
 
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 def fail(msg: str, code: int = 2) -> "NoReturn":  # noqa: F821
-    log(f"bench_torch: error: {msg}")
-    sys.exit(code)
+    bench_common.fail("bench_torch", msg, code)
 
 
 def parse_args(argv=None):
@@ -80,22 +78,9 @@ def parse_args(argv=None):
     return args
 
 
-def load_workload(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        fail(f"cannot read workload {path}: {e}")
-    query = data.get("query") if isinstance(data, dict) else None
-    docs = data.get("documents") if isinstance(data, dict) else None
-    if not isinstance(query, str) or not isinstance(docs, list) or not docs or not all(isinstance(d, str) for d in docs):
-        fail(f'workload {path} must be {{"query": str, "documents": [str, ...]}} with at least one document')
-    return query, docs
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    query, docs = load_workload(args.workload)
+    query, docs = bench_common.load_workload(args.workload, "bench_torch")
     pairs = [(query, d) for d in docs]
 
     # Anything a library prints to stdout goes to stderr; stdout carries only the result line.

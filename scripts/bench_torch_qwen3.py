@@ -37,31 +37,13 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import bench_common  # noqa: E402
+from bench_common import QWEN3_PREFIX, QWEN3_SUFFIX, log, qwen3_pair_text  # noqa: E402
+
 MODES = ("fp32", "bf16", "int8")
 
-PREFIX = (
-    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
-)
-SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-
-
-def log(*args) -> None:
-    print(*args, file=sys.stderr, flush=True)
-
-
 def fail(msg: str, code: int = 2) -> "NoReturn":  # noqa: F821
-    log(f"bench_torch_qwen3: error: {msg}")
-    sys.exit(code)
-
-
-def format_instruction(instruction, query, doc):
-    if instruction is None:
-        instruction = DEFAULT_INSTRUCTION
-    return "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(
-        instruction=instruction, query=query, doc=doc
-    )
+    bench_common.fail("bench_torch_qwen3", msg, code)
 
 
 def parse_args(argv=None):
@@ -107,9 +89,9 @@ def main(argv=None) -> int:
         tok = AutoTokenizer.from_pretrained(args.model, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
         yes_id, no_id = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
-        prefix_ids = tok.encode(PREFIX, add_special_tokens=False)
-        suffix_ids = tok.encode(SUFFIX, add_special_tokens=False)
-        pairs = [format_instruction(None, query, d) for d in docs]
+        prefix_ids = tok.encode(QWEN3_PREFIX, add_special_tokens=False)
+        suffix_ids = tok.encode(QWEN3_SUFFIX, add_special_tokens=False)
+        pairs = [qwen3_pair_text(None, query, d) for d in docs]
 
         def process_inputs(batch):
             inputs = tok(batch, padding=False, truncation="longest_first", return_attention_mask=False,
