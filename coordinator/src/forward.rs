@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 
-use crate::actors::node_client::says_draining;
+use crate::actors::node_client::{says_draining, Attempt};
 use crate::actors::NodeShared;
 
 /// The client's request as it goes to a node.
@@ -148,6 +148,13 @@ pub async fn forward(
         })
     }
     .await;
-    node.record(started.elapsed(), &outcome);
+    let attempt = match &outcome {
+        Ok(r) => Attempt::Answered {
+            status: r.status,
+            draining: r.draining,
+        },
+        Err(_) => Attempt::Failed,
+    };
+    node.record(started.elapsed(), attempt);
     outcome
 }

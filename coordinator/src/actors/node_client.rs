@@ -16,8 +16,6 @@ use std::time::Duration;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use rerank_shared::api::health::DRAINING_HEADER;
 
-use crate::forward::{ForwardError, ForwardedResponse};
-
 /// How many recent latencies feed the p50/p99 of `GET /admin/nodes`.
 const LATENCY_WINDOW: usize = 1024;
 /// Consecutive 5xx answers after which a node is taken out until a health check passes.
@@ -58,6 +56,16 @@ const DRAINING_ITSELF: u8 = 3;
 /// Whether a node's answer says it is draining.
 pub fn says_draining(headers: &reqwest::header::HeaderMap) -> bool {
     headers.contains_key(DRAINING_HEADER)
+}
+
+/// How one forwarded attempt ended, as far as the node's health counts it (the forwarding
+/// code's own result, reduced to what [`NodeShared::record`] reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The node answered with `status`; `draining` when its draining header was set.
+    Answered { status: u16, draining: bool },
+    /// No answer: refused, reset, timed out or unreadable.
+    Failed,
 }
 
 /// Counters shared between a node's actor, the router and the admin API.
@@ -145,11 +153,7 @@ impl NodeShared {
 
     /// Counts one finished attempt: its latency, and a failure or success for passive
     /// detection.
-    pub(crate) fn record(
-        &self,
-        latency: Duration,
-        outcome: &Result<ForwardedResponse, ForwardError>,
-    ) {
+    pub(crate) fn record(&self, latency: Duration, attempt: Attempt) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut w) = self.latencies_ms.lock() {
             if w.len() == LATENCY_WINDOW {
@@ -157,10 +161,10 @@ impl NodeShared {
             }
             w.push_back(latency.as_secs_f64() * 1000.0);
         }
-        match outcome {
+        match attempt {
             // Not a failure: the node finishes its work elsewhere and refuses new work.
-            Ok(r) if r.draining => self.note_draining(),
-            Ok(r) if r.status >= 500 => {
+            Attempt::Answered { draining: true, .. } => self.note_draining(),
+            Attempt::Answered { status, .. } if status >= 500 => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 let n = self
                     .consecutive_server_errors
@@ -170,8 +174,8 @@ impl NodeShared {
                     self.set_state(NodeState::Unhealthy);
                 }
             }
-            Ok(_) => self.consecutive_server_errors.store(0, Ordering::Relaxed),
-            Err(_) => {
+            Attempt::Answered { .. } => self.consecutive_server_errors.store(0, Ordering::Relaxed),
+            Attempt::Failed => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 self.set_state(NodeState::Unhealthy);
             }
@@ -275,13 +279,11 @@ mod tests {
     #[test]
     fn a_draining_refusal_is_not_a_failure() {
         let node = NodeShared::new("n".into(), "http://127.0.0.1:1".into());
-        let refusal = Ok(ForwardedResponse {
+        let refusal = Attempt::Answered {
             status: 503,
-            headers: Vec::new(),
-            body: Default::default(),
             draining: true,
-        });
-        node.record(Duration::from_millis(1), &refusal);
+        };
+        node.record(Duration::from_millis(1), refusal);
         assert_eq!(node.state(), NodeState::Draining);
         assert_eq!(node.errors.load(Ordering::Relaxed), 0);
     }
