@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/dnnl_gemm.c");
+    println!("cargo:rerun-if-changed=csrc/amx_attention.c");
     println!("cargo:rerun-if-env-changed=DNNL_ROOT");
     println!("cargo:rerun-if-env-changed=RERANK_REQUIRE_ONEDNN");
     println!("cargo::rustc-check-cfg=cfg(has_onednn)");
@@ -62,6 +63,7 @@ fn build_shim() -> Result<(), String> {
     let mut build = cc::Build::new();
     build
         .file("csrc/dnnl_gemm.c")
+        .file("csrc/amx_attention.c")
         .flag("-fopenmp")
         .flag("-std=c11")
         .opt_level(3)

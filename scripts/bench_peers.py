@@ -33,8 +33,13 @@ Modes:
             (on 2 vCPUs 2 streams of 1 thread beat the LATENCY hint's 1 stream of 2 threads in
             interleaved calls: best 45 vs 38 pairs/s fp32, 21.8 vs 20.4 int8); --ov-hint latency
             runs the whole batch as one request over all threads.
+  ov-bf16   the ov-fp32 model with INFERENCE_PRECISION_HINT bf16: what OpenVINO runs by default
+            on AVX512-BF16 and AMX CPUs (the row gives the precision OpenVINO reports it ran in;
+            on other CPUs f32).
   ov-int8   NNCF post-training quantization (ModelType.TRANSFORMER) of the ov-fp32 model,
-            calibrated on the workload's own pairs, tokenized as at run time.
+            calibrated on the workload's own pairs, tokenized as at run time, compiled with the
+            CPU's default precision for what stays in floating point (bf16 on AMX CPUs: the
+            configuration a user gets, and the fastest), which the row reports.
 
 Scores are the model's last logit (the yes-minus-no logit of the last position for Qwen3, the
 model card's prompt); Spearman's rho and the largest absolute difference are against PyTorch
@@ -46,7 +51,7 @@ older than the checkpoint's weights or config is made again. Nothing is fetched 
 
 Usage:
   python3 scripts/bench_peers.py --model DIR --workload FILE.json [--threads 2] [--seconds 10] \\
-      [--modes ort-fp32,ort-int8,ov-fp32,ov-int8] [--ov-hint latency|throughput]
+      [--modes ort-fp32,ort-int8,ov-fp32,ov-bf16,ov-int8] [--ov-hint latency|throughput]
 
 Needs `pip install -r scripts/requirements-dev.txt` (onnxruntime, onnx, onnxscript, openvino,
 nncf beside torch and transformers).
@@ -69,7 +74,7 @@ from pathlib import Path  # noqa: E402
 import bench_common  # noqa: E402
 from bench_common import QWEN3_PREFIX, QWEN3_SUFFIX, log, qwen3_pair_text  # noqa: E402
 
-MODES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-int8")
+MODES = ("ort-fp32", "ort-int8", "ov-fp32", "ov-bf16", "ov-int8")
 # Families whose attention, LayerNorm and GELU patterns ONNX Runtime's "bert" fusions match.
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json")
@@ -454,20 +459,27 @@ class OpenVino:
             return model, how
         raise RuntimeError(f"NNCF's int8 model is unusable: {broken}")
 
-    def compiled(self, model, threads: int, hint: str):
+    def compiled(self, model, threads: int, hint: str, precision: str | None):
+        """The model compiled for the CPU; `precision` "f32" or "bf16" as the inference precision
+        hint, None for the CPU's default."""
         import openvino.properties as props
         import openvino.properties.hint as hints
 
         mode = hints.PerformanceMode.LATENCY if hint == "latency" else hints.PerformanceMode.THROUGHPUT
-        return self.core.compile_model(
-            model,
-            "CPU",
-            {
-                props.inference_num_threads: threads,
-                hints.inference_precision: self.ov.Type.f32,
-                hints.performance_mode: mode,
-            },
-        )
+        config = {props.inference_num_threads: threads, hints.performance_mode: mode}
+        if precision is not None:
+            config[hints.inference_precision] = self.ov.Type.f32 if precision == "f32" else self.ov.Type.bf16
+        return self.core.compile_model(model, "CPU", config)
+
+    @staticmethod
+    def precision_of(compiled) -> str:
+        """The floating-point precision OpenVINO says the compiled model runs in."""
+        import openvino.properties.hint as hints
+
+        try:
+            return str(compiled.get_property(hints.inference_precision)).replace("<Type: '", "").replace("'>", "")
+        except Exception as e:  # noqa: BLE001 - only a label
+            return f"unknown ({short_error(e)[:40]})"
 
     def runner(self, compiled, hint: str):
         """One call over all documents: a single request (latency) or the batch split over the
@@ -574,13 +586,16 @@ def main(argv=None) -> int:
                     ov_runtime = OpenVino(plain)
                 row["engine"] = f"OpenVINO {ov_runtime.version}"
                 row["graph"] = "from the plain ONNX graph"
-                if precision == "fp32":
+                if precision in ("fp32", "bf16"):
                     model = ov_runtime.fp32()
-                    row["config"] = f"f32 precision hint, {args.ov_hint.upper()} hint"
+                    compiled = ov_runtime.compiled(model, args.threads, args.ov_hint, "f32" if precision == "fp32" else "bf16")
+                    how = f"{precision.replace('fp32', 'f32')} precision hint"
                 else:
                     model, how = ov_runtime.int8(task, cache, query, docs, args.calibration_pairs)
-                    row["config"] = f"{how}, f32 precision hint, {args.ov_hint.upper()} hint"
-                infer = ov_runtime.runner(ov_runtime.compiled(model, args.threads, args.ov_hint), args.ov_hint)
+                    compiled = ov_runtime.compiled(model, args.threads, args.ov_hint, None)
+                    how += ", CPU's default precision"
+                row["config"] = f"{how} (runs {ov_runtime.precision_of(compiled)}), {args.ov_hint.upper()} hint"
+                infer = ov_runtime.runner(compiled, args.ov_hint)
 
                 def run(infer=infer):
                     return infer(task.encode(query, docs))

@@ -260,7 +260,17 @@ struct rr_ctx {
     float *scores;
     int64_t scores_cap;
     struct rr_slots bf16, gelu;
+    /* Attention on AMX bf16 tiles (amx_attention.c) instead of oneDNN's f32 products, with
+     * per-thread scratch. */
+    int amx;
+    void **amx_scratch;
+    int64_t amx_scratch_cap;
 };
+
+int rr_amx_available(void);
+int64_t rr_amx_scratch_bytes(int64_t s, int64_t h, int64_t d);
+int rr_amx_attend_one(const float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch,
+                      float *ctx);
 
 void rr_ctx_free(struct rr_ctx *c) {
     if (!c) return;
@@ -271,6 +281,9 @@ void rr_ctx_free(struct rr_ctx *c) {
     free(c->scores);
     rr_slots_free(&c->bf16);
     rr_slots_free(&c->gelu);
+    if (c->amx_scratch)
+        for (int t = 0; t < c->threads; t++) free(c->amx_scratch[t]);
+    free(c->amx_scratch);
     for (int t = 0; t < c->threads; t++)
         if (c->thread_streams[t]) dnnl_stream_destroy(c->thread_streams[t]);
     free(c->thread_streams);
@@ -441,6 +454,43 @@ static dnnl_status_t rr_attend_one(const struct rr_ctx *c, dnnl_stream_t stream,
     return st;
 }
 
+/* Asks for attention on AMX bf16 tiles (for the bf16 and int8 modes); returns whether the CPU,
+ * the kernel and the head size (a multiple of 32) allow it. */
+int rr_ctx_use_amx_attention(struct rr_ctx *c, int on) {
+    c->amx = on && c->d % 32 == 0 && rr_amx_available();
+    return c->amx;
+}
+
+static int rr_attention_amx(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t *offsets,
+                            int64_t longest, float *ctx) {
+    int64_t h = c->hidden, need = rr_amx_scratch_bytes(longest, h, c->d);
+    if (!c->amx_scratch && !(c->amx_scratch = calloc((size_t)c->threads, sizeof *c->amx_scratch))) return -1;
+    if (need > c->amx_scratch_cap) {
+        for (int t = 0; t < c->threads; t++) {
+            free(c->amx_scratch[t]);
+            c->amx_scratch[t] = NULL;
+        }
+        c->amx_scratch_cap = 0;
+        for (int t = 0; t < c->threads; t++)
+            if (!(c->amx_scratch[t] = aligned_alloc(64, (size_t)(need + 63) / 64 * 64))) return -1;
+        c->amx_scratch_cap = need;
+    }
+    int failed = 0;
+#pragma omp parallel num_threads(c->threads) reduction(| : failed)
+    {
+        void *scratch = c->amx_scratch[omp_get_thread_num()];
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < nseq; i++) {
+            int64_t s = offsets[i + 1] - offsets[i];
+            if (s <= 0 || failed) continue;
+            if (rr_amx_attend_one(qkv + offsets[i] * 3 * h, s, c->heads, c->d, c->scale, scratch,
+                                  ctx + offsets[i] * h) != 0)
+                failed = 1;
+        }
+    }
+    return failed ? -1 : 0;
+}
+
 /*
  * Multi-head self-attention over packed sequences: sequence i owns rows
  * [offsets[i], offsets[i+1]) of qkv (M × 3h: Q, K, V side by side) and of ctx (M × h). No
@@ -454,6 +504,7 @@ int rr_attention(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t
     int64_t h = c->hidden, longest = 0;
     for (int64_t i = 0; i < nseq; i++)
         if (offsets[i + 1] - offsets[i] > longest) longest = offsets[i + 1] - offsets[i];
+    if (c->amx) return rr_attention_amx(c, qkv, nseq, offsets, longest, ctx);
     /* Primitives are created up front: the parallel region below only reads the cache. */
     for (int64_t i = 0; i < nseq; i++) {
         int64_t s = offsets[i + 1] - offsets[i];
@@ -614,6 +665,109 @@ void rr_scale_rows(float *y, int64_t m, int64_t n, const float *scale, const flo
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < m; r++)
         rr_scale_row(y + r * n, n, scale[r], zero_point[r], comp, bias, acc ? acc + r * n : NULL);
+}
+
+/* Exact-GELU's Φ part by A&S 7.1.28: erf(u) = 1 − (1 + a1·u + … + a6·u⁶)^−16 for u ≥ 0, absolute
+ * error ≤ 3e-7. No exp and no selects, so GCC vectorizes it in both target clones (an exp-based
+ * erf kept the AVX2 clone scalar and cost 6× oneDNN's GELU). Used only on int8's path, whose
+ * activations are rounded to 8 bits right after. */
+static inline float rr_gelu_value(float x) {
+    float u = fabsf(x) * 0.70710678118654752f;
+    float p = 1.f + u * (0.0705230784f +
+                         u * (0.0422820123f + u * (0.0092705272f + u * (0.0001520143f +
+                                                                        u * (0.0002765672f + u * 0.0000430638f)))));
+    p = p * p;
+    p = p * p;
+    p = p * p;
+    p = p * p;
+    return 0.5f * x * (1.f + copysignf(1.f - 1.f / p, x));
+}
+
+/* The u8 codes of a row whose range [lo, hi] is known (rr_quantize_row's rounding). */
+RR_CLONES static float rr_quantize_known(const float *restrict row, int64_t n, float lo, float hi,
+                                         uint8_t *restrict out, float *zero_point) {
+    lo = lo < 0.f ? lo : 0.f;
+    hi = hi > 0.f ? hi : 0.f;
+    float s = hi > lo ? (hi - lo) / 255.f : 1.f, inv = 1.f / s;
+    float zp = (float)(int)(-lo * inv + 0.5f);
+#pragma omp simd
+    for (int64_t c = 0; c < n; c++) {
+        float v = row[c] * inv + zp + 0.5f;
+        v = v < 0.f ? 0.f : v > 255.f ? 255.f : v;
+        out[c] = (uint8_t)(int)v;
+    }
+    *zero_point = zp;
+    return s;
+}
+
+/* One row of the int8 FFN-in epilogue, GELU and requantization: the row stays in L1 between the
+ * three, where separate passes would stream the (tokens × intermediate) f32 matrix from memory
+ * three times. */
+RR_CLONES static void rr_gelu_quantize_row(float *restrict y, int64_t n, float *scale, float *zero_point,
+                                           const float *restrict comp, const float *restrict bias,
+                                           uint8_t *restrict out) {
+    float s = *scale, zp = *zero_point, lo = 0.f, hi = 0.f;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+    for (int64_t c = 0; c < n; c++) {
+        float v = rr_gelu_value((y[c] - zp * comp[c]) * s + bias[c]);
+        y[c] = v;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    *scale = rr_quantize_known(y, n, lo, hi, out, zero_point);
+}
+
+/* Int8 epilogue + exact GELU + per-row u8 requantization of y (m × n), row by row: y's rows were
+ * quantized with scale/zero_point, which are replaced by those of q (y keeps the GELU output). */
+void rr_gelu_quantize_rows(float *y, int64_t m, int64_t n, float *scale, float *zero_point, const float *comp,
+                           const float *bias, uint8_t *q) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < m; r++)
+        rr_gelu_quantize_row(y + r * n, n, scale + r, zero_point + r, comp, bias, q + r * n);
+}
+
+/* One row of: x += epilogue(t); LayerNorm(x); optionally requantize x (see rr_norm_quantize_rows). */
+RR_CLONES static void rr_norm_quantize_row(const float *restrict t, float *restrict x, int64_t n, float *scale,
+                                           float *zero_point, const float *restrict comp,
+                                           const float *restrict bias, const float *restrict gamma,
+                                           const float *restrict beta, float eps, uint8_t *restrict out) {
+    float s = *scale, zp = *zero_point, sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < n; c++) {
+        float v = x[c] + ((t[c] - zp * comp[c]) * s + bias[c]);
+        x[c] = v;
+        sum += v;
+    }
+    float mean = sum / (float)n, var = 0.f;
+#pragma omp simd reduction(+ : var)
+    for (int64_t c = 0; c < n; c++) {
+        float d = x[c] - mean;
+        var += d * d;
+    }
+    float rstd = 1.f / sqrtf(var / (float)n + eps), lo = 0.f, hi = 0.f;
+#pragma omp simd reduction(min : lo) reduction(max : hi)
+    for (int64_t c = 0; c < n; c++) {
+        float v = (x[c] - mean) * rstd * gamma[c] + beta[c];
+        x[c] = v;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    if (out) *scale = rr_quantize_known(x, n, lo, hi, out, zero_point);
+}
+
+/* The int8 path's residual sublayer end, row by row: x += (t − zero_point·comp)·scale + bias
+ * (the epilogue of t, an int8 GEMM's output for rows quantized with scale/zero_point), then
+ * LayerNorm of x with gamma/beta, then, when q is given, x requantized into q with its scales and
+ * zero points replacing the old ones: one pass where there were three. */
+int rr_norm_quantize_rows(struct rr_ctx *c, const float *t, float *x, int64_t m, float *scale, float *zero_point,
+                          const float *comp, const float *bias, const float *gamma, const float *beta, uint8_t *q) {
+    const int64_t n = c->hidden;
+    const float eps = c->eps;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < m; r++)
+        rr_norm_quantize_row(t + r * n, x + r * n, n, scale + r, zero_point + r, comp, bias, gamma, beta, eps,
+                             q ? q + r * n : NULL);
+    return 0;
 }
 
 /* LayerNorm of one row in place: mean and variance in f32 over vector lanes (partial sums per

@@ -34,7 +34,10 @@ pub(crate) mod windowed_attention;
 
 // Families on the packed path use these; not every build has one yet.
 #[allow(unused_imports)]
-pub use backend::{int8_has_vnni, quantize_rows, scale_rows, Ctx, Element, Epilogue, Gemm};
+pub use backend::{
+    int8_gelu_requantize, int8_has_vnni, quantize_rows, scale_rows, Ctx, Element, Epilogue, Gemm,
+    Int8Columns, RowQuant,
+};
 #[allow(unused_imports)]
 pub use packed_linear::{int8_weight_limit, quantize_weight, LinearScratch, PackedLinear};
 

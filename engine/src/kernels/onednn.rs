@@ -45,6 +45,7 @@ extern "C" {
     ) -> c_int;
     fn rr_ctx_create(heads: i64, d: i64, eps: f32) -> *mut RawCtx;
     fn rr_ctx_free(c: *mut RawCtx);
+    fn rr_ctx_use_amx_attention(c: *mut RawCtx, on: c_int) -> c_int;
     fn rr_attention(
         c: *mut RawCtx,
         qkv: *const f32,
@@ -70,6 +71,29 @@ extern "C" {
         scale: *mut f32,
         zero_point: *mut f32,
     );
+    fn rr_gelu_quantize_rows(
+        y: *mut f32,
+        m: i64,
+        n: i64,
+        scale: *mut f32,
+        zero_point: *mut f32,
+        comp: *const f32,
+        bias: *const f32,
+        q: *mut u8,
+    );
+    fn rr_norm_quantize_rows(
+        c: *mut RawCtx,
+        t: *const f32,
+        x: *mut f32,
+        m: i64,
+        scale: *mut f32,
+        zero_point: *mut f32,
+        comp: *const f32,
+        bias: *const f32,
+        gamma: *const f32,
+        beta: *const f32,
+        q: *mut u8,
+    ) -> c_int;
     fn rr_scale_rows(
         y: *mut f32,
         m: i64,
@@ -325,6 +349,15 @@ impl Ctx {
         self.heads * self.head_dim
     }
 
+    /// Runs [`Ctx::attention`] on AMX bf16 tiles (Q, K, V and the probabilities rounded to
+    /// bf16, f32 accumulation and softmax) where the CPU has AMX and the head size is a multiple
+    /// of 32; returns whether it will. For the reduced-precision modes only: on a CPU whose
+    /// int8 and bf16 GEMMs run on AMX, f32 attention would be a third of their forward pass.
+    pub fn use_amx_attention(&mut self) -> bool {
+        // SAFETY: the context is exclusively borrowed.
+        unsafe { rr_ctx_use_amx_attention(self.raw.as_ptr(), 1) != 0 }
+    }
+
     /// `y (m × n) [+]= x (m × k) · Wᵀ`: `x` and `y` in the element types `gemm` was built for.
     pub fn gemm<X: Element, Y: Element>(
         &mut self,
@@ -388,6 +421,55 @@ impl Ctx {
                 )
             },
             "attention",
+        )
+    }
+
+    /// The end of an int8 residual sublayer in one pass per row: `x += epilogue(t)` (the int8
+    /// GEMM output `t` of rows quantized with `quant`'s scales and zero points, see
+    /// [`scale_rows`]), LayerNorm of `x` with `gamma`/`beta`, then, when `q` is given, `x`
+    /// requantized into `q` with `quant` replaced by its scales and zero points.
+    pub fn int8_residual_norm(
+        &mut self,
+        t: &[f32],
+        x: &mut [f32],
+        quant: RowQuant<'_>,
+        columns: Int8Columns<'_>,
+        norm: (&[f32], &[f32]),
+        q: Option<&mut [u8]>,
+    ) -> Result<(), EngineError> {
+        let n = self.hidden();
+        let m = quant.scales.len();
+        expect_len(x.len(), product(m, n)?)?;
+        expect_len(t.len(), x.len())?;
+        expect_len(quant.zero_points.len(), m)?;
+        columns.check(n)?;
+        expect_len(norm.0.len(), n)?;
+        expect_len(norm.1.len(), n)?;
+        let q_ptr = match q {
+            Some(q) => {
+                expect_len(q.len(), x.len())?;
+                q.as_mut_ptr()
+            }
+            None => std::ptr::null_mut(),
+        };
+        // SAFETY: sizes checked; the context is exclusively borrowed.
+        check(
+            unsafe {
+                rr_norm_quantize_rows(
+                    self.raw.as_ptr(),
+                    t.as_ptr(),
+                    x.as_mut_ptr(),
+                    m as i64,
+                    quant.scales.as_mut_ptr(),
+                    quant.zero_points.as_mut_ptr(),
+                    columns.comp.as_ptr(),
+                    columns.bias.as_ptr(),
+                    norm.0.as_ptr(),
+                    norm.1.as_ptr(),
+                    q_ptr,
+                )
+            },
+            "int8 residual LayerNorm",
         )
     }
 
@@ -518,6 +600,59 @@ pub fn quantize_rows(
     Ok(())
 }
 
+/// Per-row quantization parameters of u8 activations, `x ≈ scale · (q − zero_point)`: read as
+/// those of a GEMM's input, replaced by those of the requantized output.
+pub struct RowQuant<'a> {
+    pub scales: &'a mut [f32],
+    pub zero_points: &'a mut [f32],
+}
+
+/// An int8 projection's per-column epilogue terms: `comp[c]` = weight scale × the column's
+/// weight sum (what a row's zero point contributes), and the bias.
+#[derive(Clone, Copy)]
+pub struct Int8Columns<'a> {
+    pub comp: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+impl Int8Columns<'_> {
+    fn check(&self, n: usize) -> Result<(), EngineError> {
+        expect_len(self.comp.len(), n)?;
+        expect_len(self.bias.len(), n)
+    }
+}
+
+/// The int8 FFN-in end in one pass per row: the epilogue of `y` (see [`scale_rows`]), exact
+/// GELU (A&S 7.1.28 erf, |error| ≤ 3e-7), and u8 requantization into `q`, `quant` replaced by
+/// the new rows' parameters; `y` keeps the GELU output.
+pub fn int8_gelu_requantize(
+    y: &mut [f32],
+    n: usize,
+    quant: RowQuant<'_>,
+    columns: Int8Columns<'_>,
+    q: &mut [u8],
+) -> Result<(), EngineError> {
+    let m = quant.scales.len();
+    expect_len(y.len(), product(m, n)?)?;
+    expect_len(q.len(), y.len())?;
+    expect_len(quant.zero_points.len(), m)?;
+    columns.check(n)?;
+    // SAFETY: sizes checked.
+    unsafe {
+        rr_gelu_quantize_rows(
+            y.as_mut_ptr(),
+            m as i64,
+            n as i64,
+            quant.scales.as_mut_ptr(),
+            quant.zero_points.as_mut_ptr(),
+            columns.comp.as_ptr(),
+            columns.bias.as_ptr(),
+            q.as_mut_ptr(),
+        )
+    };
+    Ok(())
+}
+
 /// The int8 epilogue: `(y − zero_point[r]·comp[c])·scale[r] + bias[c]`, in place, or added into
 /// `acc` when given (`comp[c]` = weight scale × the column's weight sum).
 pub fn scale_rows(
@@ -621,6 +756,128 @@ mod tests {
 
     fn is_err<T>(r: Result<T, EngineError>) -> bool {
         r.is_err()
+    }
+
+    /// Deterministic values in about [-amp, amp] (a fixed LCG: the tests need no RNG crate).
+    fn values(n: usize, seed: u64, amp: f32) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
+            })
+            .collect()
+    }
+
+    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// AMX attention (bf16 Q, K, V and probabilities) agrees with the f32 path to bf16's
+    /// rounding, for lengths that are and are not multiples of the 16-row and 32-key tiles and
+    /// for head sizes 32 and 64. A wrong tile layout or a padded key given weight is off by O(1).
+    #[test]
+    fn amx_attention_matches_f32_attention_to_bf16_rounding() {
+        for (heads, dim) in [(3, 32), (2, 64)] {
+            let hidden = heads * dim;
+            let offsets = [0i64, 1, 6, 22, 55, 182, 382];
+            let rows = 382;
+            let qkv = values(rows * 3 * hidden, dim as u64, 2.0);
+            let mut exact = vec![0f32; rows * hidden];
+            Ctx::new(heads, dim, 1e-12)
+                .expect("context")
+                .attention(&qkv, &offsets, &mut exact)
+                .expect("f32 attention");
+            let mut amx = Ctx::new(heads, dim, 1e-12).expect("context");
+            if !amx.use_amx_attention() {
+                eprintln!("no AMX on this CPU: the AMX attention is not exercised");
+                return;
+            }
+            let mut tiles = vec![f32::NAN; rows * hidden];
+            amx.attention(&qkv, &offsets, &mut tiles)
+                .expect("AMX attention");
+            let diff = max_abs_diff(&exact, &tiles);
+            assert!(diff < 3e-2, "{heads} heads of {dim}: max |Δ| {diff}");
+        }
+    }
+
+    /// The fused int8 row passes give what the separate passes give: epilogue, GELU (oneDNN's
+    /// exact erf) and quantization; epilogue into the residual, LayerNorm and quantization.
+    #[test]
+    fn fused_int8_row_passes_match_the_separate_passes() {
+        let (heads, dim, m) = (2, 16, 37);
+        let n = heads * dim;
+        let comp = values(n, 1, 0.3);
+        let bias = values(n, 2, 0.5);
+        let columns = Int8Columns {
+            comp: &comp,
+            bias: &bias,
+        };
+        let scales_in: Vec<f32> = values(m, 3, 0.01).iter().map(|v| v.abs() + 0.01).collect();
+        let zps_in: Vec<f32> = values(m, 4, 60.0).iter().map(|v| v.abs().round()).collect();
+        let y = values(m * n, 5, 300.0);
+        let mut ctx = Ctx::new(heads, dim, 1e-12).expect("context");
+
+        // Epilogue + GELU + quantize.
+        let mut separate = y.clone();
+        scale_rows(&mut separate, n, &scales_in, &zps_in, &comp, &bias, None).expect("epilogue");
+        ctx.gelu(&mut separate).expect("gelu");
+        let (mut q_a, mut s_a, mut z_a) = (vec![0u8; m * n], vec![0f32; m], vec![0f32; m]);
+        quantize_rows(&separate, n, &mut q_a, &mut s_a, &mut z_a).expect("quantize");
+        let mut fused = y.clone();
+        let (mut s_b, mut z_b, mut q_b) = (scales_in.clone(), zps_in.clone(), vec![0u8; m * n]);
+        let quant = RowQuant {
+            scales: &mut s_b,
+            zero_points: &mut z_b,
+        };
+        int8_gelu_requantize(&mut fused, n, quant, columns, &mut q_b).expect("fused");
+        assert!(max_abs_diff(&separate, &fused) < 1e-5);
+        assert!(max_abs_diff(&s_a, &s_b) < 1e-6);
+        assert!(q_a.iter().zip(&q_b).all(|(a, b)| a.abs_diff(*b) <= 1));
+
+        // Residual + LayerNorm + quantize.
+        let gamma = values(n, 6, 1.0);
+        let beta = values(n, 7, 0.2);
+        let x0 = values(m * n, 8, 3.0);
+        let mut separate = x0.clone();
+        let mut t = y.clone();
+        scale_rows(
+            &mut t,
+            n,
+            &scales_in,
+            &zps_in,
+            &comp,
+            &bias,
+            Some(&mut separate),
+        )
+        .expect("epilogue");
+        ctx.layer_norm(&mut separate, &gamma, &beta).expect("norm");
+        quantize_rows(&separate, n, &mut q_a, &mut s_a, &mut z_a).expect("quantize");
+        let mut fused = x0.clone();
+        let (mut s_b, mut z_b) = (scales_in.clone(), zps_in.clone());
+        let quant = RowQuant {
+            scales: &mut s_b,
+            zero_points: &mut z_b,
+        };
+        ctx.int8_residual_norm(
+            &y,
+            &mut fused,
+            quant,
+            columns,
+            (&gamma, &beta),
+            Some(&mut q_b),
+        )
+        .expect("fused");
+        assert!(max_abs_diff(&separate, &fused) < 1e-5);
+        assert!(max_abs_diff(&s_a, &s_b) < 1e-6);
+        assert!(q_a.iter().zip(&q_b).all(|(a, b)| a.abs_diff(*b) <= 1));
     }
 
     /// Offsets the C side would read out of bounds with are refused before the call.

@@ -12,7 +12,7 @@
 
 use candle_core::Tensor;
 
-use super::{int8_has_vnni, quantize_rows, scale_rows, sized, Ctx, Epilogue, Gemm};
+use super::{int8_has_vnni, quantize_rows, scale_rows, sized, Ctx, Epilogue, Gemm, Int8Columns};
 use crate::modes::Precision;
 use crate::EngineError;
 
@@ -139,6 +139,14 @@ impl PackedLinear {
     /// Weights plus the f32 bias (kept in the oneDNN handle or beside it).
     pub fn weight_bytes(&self) -> usize {
         self.gemm.weight_bytes() + self.gemm.outputs() * 4
+    }
+
+    /// Int8 only: the per-column terms of the epilogue, for the fused row passes.
+    pub fn int8_columns(&self) -> Int8Columns<'_> {
+        Int8Columns {
+            comp: &self.comp,
+            bias: &self.bias,
+        }
     }
 
     /// The int8 epilogue over `y` (the u8 GEMM's output for rows quantized with `scales` and

@@ -86,6 +86,10 @@ impl Ctx {
         match *self {}
     }
 
+    pub fn use_amx_attention(&mut self) -> bool {
+        false
+    }
+
     pub fn attention(
         &mut self,
         _qkv: &[f32],
@@ -111,6 +115,18 @@ impl Ctx {
     pub fn gelu(&mut self, _x: &mut [f32]) -> Result<(), EngineError> {
         match *self {}
     }
+
+    pub fn int8_residual_norm(
+        &mut self,
+        _t: &[f32],
+        _x: &mut [f32],
+        _quant: RowQuant<'_>,
+        _columns: Int8Columns<'_>,
+        _norm: (&[f32], &[f32]),
+        _q: Option<&mut [u8]>,
+    ) -> Result<(), EngineError> {
+        match *self {}
+    }
 }
 
 /// Without oneDNN there are no int8 GEMMs to ask.
@@ -124,6 +140,27 @@ pub fn quantize_rows(
     _q: &mut [u8],
     _scales: &mut [f32],
     _zero_points: &mut [f32],
+) -> Result<(), EngineError> {
+    Err(unavailable())
+}
+
+pub struct RowQuant<'a> {
+    pub scales: &'a mut [f32],
+    pub zero_points: &'a mut [f32],
+}
+
+#[derive(Clone, Copy)]
+pub struct Int8Columns<'a> {
+    pub comp: &'a [f32],
+    pub bias: &'a [f32],
+}
+
+pub fn int8_gelu_requantize(
+    _y: &mut [f32],
+    _n: usize,
+    _quant: RowQuant<'_>,
+    _columns: Int8Columns<'_>,
+    _q: &mut [u8],
 ) -> Result<(), EngineError> {
     Err(unavailable())
 }

@@ -1,6 +1,6 @@
 //! The peers of `rerank-node bench --peers`: other CPU runtimes on the same checkpoint and
 //! workload — ONNX Runtime (fp32 on its transformer-fused graph, dynamic int8) and OpenVINO
-//! (fp32, NNCF int8) — run by `scripts/bench_peers.py` with PyTorch's protocol.
+//! (fp32, bf16, NNCF int8) — run by `scripts/bench_peers.py` with PyTorch's protocol.
 //!
 //! PyTorch is the reference for correctness; the peers are the bar for speed (issue 17: our int8
 //! at least 1.5 × the best CPU peer), so each of our rows is also held against the fastest peer
@@ -14,7 +14,7 @@ use super::python::ScriptRun;
 use super::{BenchRow, Side};
 
 /// Every peer mode the script knows, in the order they run by default.
-pub const DEFAULT_MODES: &str = "ort-fp32,ort-int8,ov-fp32,ov-int8";
+pub const DEFAULT_MODES: &str = "ort-fp32,ort-int8,ov-fp32,ov-bf16,ov-int8";
 
 /// The script's JSON line.
 #[derive(Debug, Deserialize)]
@@ -28,11 +28,11 @@ pub struct PeersOutput {
 /// One peer mode's result.
 #[derive(Debug, Deserialize)]
 pub struct PeerResult {
-    /// `ort-fp32`, `ort-int8`, `ov-fp32`, `ov-int8`.
+    /// `ort-fp32`, `ort-int8`, `ov-fp32`, `ov-bf16`, `ov-int8`.
     pub mode: String,
     /// The runtime and its version (`ONNX Runtime 1.32.0`).
     pub engine: String,
-    /// `fp32` or `int8`.
+    /// `fp32`, `bf16` or `int8`.
     pub precision: String,
     /// Which graph ran (`BERT-fused graph`, `plain graph (...)`).
     #[serde(default)]

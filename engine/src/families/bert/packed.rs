@@ -13,7 +13,9 @@ use candle_core::Tensor;
 
 use super::layers::LayerWeights;
 use crate::hf_config::HiddenAct;
-use crate::kernels::{quantize_rows, sized, Ctx, Epilogue, PackedLinear};
+use crate::kernels::{
+    int8_gelu_requantize, quantize_rows, sized, Ctx, Epilogue, PackedLinear, RowQuant,
+};
 use crate::modes::Precision;
 use crate::EngineError;
 
@@ -27,6 +29,10 @@ fn f32_values(t: &Tensor) -> Result<Vec<f32>, EngineError> {
         .to_dtype(candle_core::DType::F32)?
         .to_vec1::<f32>()?)
 }
+
+/// Rows per FFN chunk in the int8 path: 512 × 1536 f32 intermediate activations (MiniLM-L6, base
+/// models twice that) stay within the two cores' L2 and the shared L3.
+const FFN_CHUNK_ROWS: usize = 512;
 
 struct Layer {
     qkv: PackedLinear,
@@ -49,6 +55,7 @@ struct Scratch {
     inter_bf16: Vec<u16>,
     x_bf16: Vec<u16>,
     quantized: Vec<u8>,
+    quantized_ffn: Vec<u8>,
     scales: Vec<f32>,
     zero_points: Vec<f32>,
 }
@@ -74,7 +81,8 @@ impl PackedLayers {
             .first()
             .ok_or_else(|| EngineError::InvalidModel("the encoder has no layers".into()))?;
         let hidden = first.qkv.0.dim(1)?;
-        let ctx = Ctx::new(first.heads, hidden / first.heads, first.eps as f32)?;
+        let mut ctx = Ctx::new(first.heads, hidden / first.heads, first.eps as f32)?;
+        let amx_attention = precision != Precision::F32 && ctx.use_amx_attention();
         let fused = precision != Precision::Int8;
         // The sublayers that end in the residual add it in the GEMM where oneDNN fuses it.
         let residual = Epilogue {
@@ -115,6 +123,9 @@ impl PackedLayers {
             .unwrap_or_default();
         if precision == Precision::Int8 && crate::kernels::int8_weight_limit() < 127 {
             implementation.push_str(", 7-bit weights: no VNNI");
+        }
+        if amx_attention {
+            implementation.push_str(", AMX bf16 attention");
         }
         let weight_bytes = layers
             .iter()
@@ -173,30 +184,69 @@ impl PackedLayers {
         let attended = sized(&mut scratch.attended, m * h);
         match self.precision {
             Precision::Int8 => {
-                let q_in = sized(&mut scratch.quantized, m * i.max(h));
+                let q_in = sized(&mut scratch.quantized, m * h);
                 let scales = sized(&mut scratch.scales, m);
                 let zps = sized(&mut scratch.zero_points, m);
                 let tmp = sized(&mut scratch.tmp, m * h);
-                let inter = sized(&mut scratch.inter, m * i);
-                for layer in layers.iter() {
-                    let q = &mut q_in[..m * h];
-                    quantize_rows(x, h, q, scales, zps)?;
-                    ctx.gemm(layer.qkv.gemm(), m, q, qkv)?;
+                let inter = sized(&mut scratch.inter, FFN_CHUNK_ROWS.min(m) * i);
+                let q_ffn = sized(&mut scratch.quantized_ffn, FFN_CHUNK_ROWS.min(m) * i);
+                // Each sublayer's end (epilogue, GELU or residual + LayerNorm) also quantizes the
+                // next GEMM's input rows, so only the first layer and attention's output are
+                // quantized on their own.
+                quantize_rows(x, h, &mut q_in[..m * h], scales, zps)?;
+                let last = layers.len() - 1;
+                for (index, layer) in layers.iter().enumerate() {
+                    ctx.gemm(layer.qkv.gemm(), m, &q_in[..m * h], qkv)?;
                     layer.qkv.int8_epilogue(qkv, scales, zps, None)?;
                     ctx.attention(qkv, offsets, attended)?;
-                    quantize_rows(attended, h, q, scales, zps)?;
-                    ctx.gemm(layer.attn_out.gemm(), m, q, tmp)?;
-                    layer.attn_out.int8_epilogue(tmp, scales, zps, Some(x))?;
-                    ctx.layer_norm(x, &layer.attn_norm.0, &layer.attn_norm.1)?;
-                    quantize_rows(x, h, q, scales, zps)?;
-                    ctx.gemm(layer.ff_in.gemm(), m, q, inter)?;
-                    layer.ff_in.int8_epilogue(inter, scales, zps, None)?;
-                    ctx.gelu(inter)?;
-                    let q = &mut q_in[..m * i];
-                    quantize_rows(inter, i, q, scales, zps)?;
-                    ctx.gemm(layer.ff_out.gemm(), m, q, tmp)?;
-                    layer.ff_out.int8_epilogue(tmp, scales, zps, Some(x))?;
-                    ctx.layer_norm(x, &layer.ff_norm.0, &layer.ff_norm.1)?;
+                    quantize_rows(attended, h, &mut q_in[..m * h], scales, zps)?;
+                    ctx.gemm(layer.attn_out.gemm(), m, &q_in[..m * h], tmp)?;
+                    ctx.int8_residual_norm(
+                        tmp,
+                        x,
+                        RowQuant {
+                            scales,
+                            zero_points: zps,
+                        },
+                        layer.attn_out.int8_columns(),
+                        (&layer.attn_norm.0, &layer.attn_norm.1),
+                        Some(&mut q_in[..m * h]),
+                    )?;
+                    // The FFN runs in chunks of rows so that its (rows × intermediate)
+                    // activations stay in cache between the GEMMs and the row passes.
+                    let mut r0 = 0;
+                    while r0 < m {
+                        let rows = FFN_CHUNK_ROWS.min(m - r0);
+                        let r1 = r0 + rows;
+                        let inter = &mut inter[..rows * i];
+                        ctx.gemm(layer.ff_in.gemm(), rows, &q_in[r0 * h..r1 * h], inter)?;
+                        let q = &mut q_ffn[..rows * i];
+                        int8_gelu_requantize(
+                            inter,
+                            i,
+                            RowQuant {
+                                scales: &mut scales[r0..r1],
+                                zero_points: &mut zps[r0..r1],
+                            },
+                            layer.ff_in.int8_columns(),
+                            q,
+                        )?;
+                        let tmp = &mut tmp[r0 * h..r1 * h];
+                        ctx.gemm(layer.ff_out.gemm(), rows, q, tmp)?;
+                        r0 = r1;
+                    }
+
+                    ctx.int8_residual_norm(
+                        tmp,
+                        x,
+                        RowQuant {
+                            scales,
+                            zero_points: zps,
+                        },
+                        layer.ff_out.int8_columns(),
+                        (&layer.ff_norm.0, &layer.ff_norm.1),
+                        (index < last).then_some(&mut q_in[..m * h]),
+                    )?;
                 }
             }
             Precision::Bf16 => {
