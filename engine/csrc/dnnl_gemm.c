@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "int8_rows.h"
+
 /* Input × weight types: f32 × f32, bf16 × bf16, u8 × s8 (int8: unsigned activations with a
  * per-row zero point, signed weights — VNNI's native vpdpbusd). */
 enum rr_kind { RR_F32 = 0, RR_BF16 = 1, RR_U8 = 2 };
@@ -270,7 +272,7 @@ struct rr_ctx {
 int rr_amx_available(void);
 int64_t rr_amx_scratch_bytes(int64_t s, int64_t h, int64_t d);
 int rr_amx_attend_one(const float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch,
-                      float *ctx);
+                      float *ctx, const struct rr_int8_rows *in, struct rr_int8_rows *out);
 
 void rr_ctx_free(struct rr_ctx *c) {
     if (!c) return;
@@ -461,8 +463,11 @@ int rr_ctx_use_amx_attention(struct rr_ctx *c, int on) {
     return c->amx;
 }
 
+/* `in` and `out` (both or neither): the int8 QKV epilogue applied on the way in, the context
+ * requantized on the way out (see rr_attention_int8). */
 static int rr_attention_amx(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t *offsets,
-                            int64_t longest, float *ctx) {
+                            int64_t longest, float *ctx, const struct rr_int8_rows *in,
+                            const struct rr_int8_rows *out) {
     int64_t h = c->hidden, need = rr_amx_scratch_bytes(longest, h, c->d);
     if (!c->amx_scratch && !(c->amx_scratch = calloc((size_t)c->threads, sizeof *c->amx_scratch))) return -1;
     if (need > c->amx_scratch_cap) {
@@ -483,8 +488,19 @@ static int rr_attention_amx(struct rr_ctx *c, const float *qkv, int64_t nseq, co
         for (int64_t i = 0; i < nseq; i++) {
             int64_t s = offsets[i + 1] - offsets[i];
             if (s <= 0 || failed) continue;
-            if (rr_amx_attend_one(qkv + offsets[i] * 3 * h, s, c->heads, c->d, c->scale, scratch,
-                                  ctx + offsets[i] * h) != 0)
+            int64_t r = offsets[i];
+            struct rr_int8_rows seq_in, seq_out;
+            if (in) {
+                seq_in = *in;
+                seq_in.scale += r;
+                seq_in.zero_point += r;
+                seq_out = *out;
+                seq_out.scale += r;
+                seq_out.zero_point += r;
+                seq_out.q += r * h;
+            }
+            if (rr_amx_attend_one(qkv + r * 3 * h, s, c->heads, c->d, c->scale, scratch, ctx + r * h,
+                                  in ? &seq_in : NULL, in ? &seq_out : NULL) != 0)
                 failed = 1;
         }
     }
@@ -504,7 +520,7 @@ int rr_attention(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t
     int64_t h = c->hidden, longest = 0;
     for (int64_t i = 0; i < nseq; i++)
         if (offsets[i + 1] - offsets[i] > longest) longest = offsets[i + 1] - offsets[i];
-    if (c->amx) return rr_attention_amx(c, qkv, nseq, offsets, longest, ctx);
+    if (c->amx) return rr_attention_amx(c, qkv, nseq, offsets, longest, ctx, NULL, NULL);
     /* Primitives are created up front: the parallel region below only reads the cache. */
     for (int64_t i = 0; i < nseq; i++) {
         int64_t s = offsets[i + 1] - offsets[i];
@@ -534,6 +550,36 @@ int rr_attention(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t
         }
     }
     return failed ? -1 : 0;
+}
+
+void rr_scale_rows(float *y, int64_t m, int64_t n, const float *scale, const float *zero_point, const float *comp,
+                   const float *bias, float *acc);
+void rr_quantize_rows(const float *x, int64_t m, int64_t n, uint8_t *q, float *scale, float *zero_point);
+static int rr_avx512_rows(void);
+
+/*
+ * The int8 path's attention: qkv holds the QKV GEMM's raw output for rows quantized with
+ * in->scale/zero_point (in->comp, in->bias: its epilogue terms); the context goes to ctx (f32)
+ * and, requantized, to out->q with its scales and zero points in out->scale/zero_point (which may
+ * be in's arrays). On AMX the epilogue is applied while Q, K, V are rounded to bf16 and each
+ * sequence's context is quantized as it is finished: two passes over the batch fewer.
+ */
+int rr_attention_int8(struct rr_ctx *c, float *qkv, int64_t nseq, const int64_t *offsets, const float *in_scale,
+                      const float *in_zero_point, const float *comp, const float *bias, float *ctx, uint8_t *q,
+                      float *out_scale, float *out_zero_point) {
+    int64_t h = c->hidden, m = offsets[nseq], longest = 0;
+    for (int64_t i = 0; i < nseq; i++)
+        if (offsets[i + 1] - offsets[i] > longest) longest = offsets[i + 1] - offsets[i];
+    if (c->amx) {
+        rr_avx512_rows();
+        struct rr_int8_rows in = {(float *)in_scale, (float *)in_zero_point, NULL, comp, bias};
+        struct rr_int8_rows out = {out_scale, out_zero_point, q, NULL, NULL};
+        return rr_attention_amx(c, qkv, nseq, offsets, longest, ctx, &in, &out);
+    }
+    rr_scale_rows(qkv, m, 3 * h, in_scale, in_zero_point, comp, bias, NULL);
+    if (rr_attention(c, qkv, nseq, offsets, ctx) != 0) return -1;
+    rr_quantize_rows(ctx, m, h, q, out_scale, out_zero_point);
+    return 0;
 }
 
 /* The cached element-wise primitive for `len` values. */
@@ -651,10 +697,31 @@ int rr_int8_has_vnni(void) {
            (isa & ((unsigned)dnnl_cpu_isa_avx2_vnni & ~(unsigned)dnnl_cpu_isa_avx2)) != 0;
 }
 
+/* Whether the AVX-512 row quantization (amx_attention.c) can run here. */
+static int rr_avx512_rows(void) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    static int known = -1;
+    if (known < 0)
+        known = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    return known;
+#else
+    return 0;
+#endif
+}
+
+static float rr_quantize_row_any(const float *row, int64_t n, uint8_t *out, float *zero_point) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    if (rr_avx512_rows()) return rr_quantize_row_avx512(row, n, out, zero_point);
+#endif
+    return rr_quantize_row(row, n, out, zero_point);
+}
+
 /* Dynamic per-row u8 quantization: x[r, :] ≈ scale[r] · (q[r, :] − zero_point[r]). */
 void rr_quantize_rows(const float *x, int64_t m, int64_t n, uint8_t *q, float *scale, float *zero_point) {
+    rr_avx512_rows(); /* decided before the threads read it */
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; r++) scale[r] = rr_quantize_row(x + r * n, n, q + r * n, zero_point + r);
+    for (int64_t r = 0; r < m; r++) scale[r] = rr_quantize_row_any(x + r * n, n, q + r * n, zero_point + r);
 }
 
 /* The int8 GEMM's epilogue. y holds wscale[c] · Σ q·w; with comp[c] = wscale[c] · Σ_k w[c, k]:
@@ -700,6 +767,13 @@ RR_CLONES static float rr_quantize_known(const float *restrict row, int64_t n, f
     return s;
 }
 
+static float rr_quantize_codes(const float *row, int64_t n, float lo, float hi, uint8_t *out, float *zero_point) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+    if (rr_avx512_rows()) return rr_quantize_known_avx512(row, n, lo, hi, out, zero_point);
+#endif
+    return rr_quantize_known(row, n, lo, hi, out, zero_point);
+}
+
 /* One row of the int8 FFN-in epilogue, GELU and requantization: the row stays in L1 between the
  * three, where separate passes would stream the (tokens × intermediate) f32 matrix from memory
  * three times. */
@@ -714,16 +788,24 @@ RR_CLONES static void rr_gelu_quantize_row(float *restrict y, int64_t n, float *
         lo = v < lo ? v : lo;
         hi = v > hi ? v : hi;
     }
-    *scale = rr_quantize_known(y, n, lo, hi, out, zero_point);
+    *scale = rr_quantize_codes(y, n, lo, hi, out, zero_point);
 }
 
 /* Int8 epilogue + exact GELU + per-row u8 requantization of y (m × n), row by row: y's rows were
  * quantized with scale/zero_point, which are replaced by those of q (y keeps the GELU output). */
 void rr_gelu_quantize_rows(float *y, int64_t m, int64_t n, float *scale, float *zero_point, const float *comp,
                            const float *bias, uint8_t *q) {
+    rr_avx512_rows();
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < m; r++)
+    for (int64_t r = 0; r < m; r++) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+        if (rr_avx512_rows()) {
+            rr_gelu_quantize_row_avx512(y + r * n, n, scale + r, zero_point + r, comp, bias, q + r * n);
+            continue;
+        }
+#endif
         rr_gelu_quantize_row(y + r * n, n, scale + r, zero_point + r, comp, bias, q + r * n);
+    }
 }
 
 /* One row of: x += epilogue(t); LayerNorm(x); optionally requantize x (see rr_norm_quantize_rows). */
@@ -752,7 +834,7 @@ RR_CLONES static void rr_norm_quantize_row(const float *restrict t, float *restr
         lo = v < lo ? v : lo;
         hi = v > hi ? v : hi;
     }
-    if (out) *scale = rr_quantize_known(x, n, lo, hi, out, zero_point);
+    if (out) *scale = rr_quantize_codes(x, n, lo, hi, out, zero_point);
 }
 
 /* The int8 path's residual sublayer end, row by row: x += (t − zero_point·comp)·scale + bias
@@ -763,6 +845,7 @@ int rr_norm_quantize_rows(struct rr_ctx *c, const float *t, float *x, int64_t m,
                           const float *comp, const float *bias, const float *gamma, const float *beta, uint8_t *q) {
     const int64_t n = c->hidden;
     const float eps = c->eps;
+    rr_avx512_rows();
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < m; r++)
         rr_norm_quantize_row(t + r * n, x + r * n, n, scale + r, zero_point + r, comp, bias, gamma, beta, eps,

@@ -71,6 +71,20 @@ extern "C" {
         scale: *mut f32,
         zero_point: *mut f32,
     );
+    fn rr_attention_int8(
+        c: *mut RawCtx,
+        qkv: *mut f32,
+        nseq: i64,
+        offsets: *const i64,
+        in_scale: *const f32,
+        in_zero_point: *const f32,
+        comp: *const f32,
+        bias: *const f32,
+        ctx: *mut f32,
+        q: *mut u8,
+        out_scale: *mut f32,
+        out_zero_point: *mut f32,
+    ) -> c_int;
     fn rr_gelu_quantize_rows(
         y: *mut f32,
         m: i64,
@@ -473,6 +487,54 @@ impl Ctx {
         )
     }
 
+    /// The int8 path's attention: `qkv` is the QKV int8 GEMM's raw output for rows quantized
+    /// with `quant`, `columns` its epilogue terms; the context goes to `ctx` and, requantized,
+    /// to `q`, `quant` replaced by its rows' parameters. On AMX the epilogue is applied as Q, K
+    /// and V are rounded to bf16 and each sequence's context is quantized when it is done; `qkv`
+    /// is then left as it was, elsewhere it holds the epilogue's output.
+    pub fn int8_attention(
+        &mut self,
+        qkv: &mut [f32],
+        offsets: &[i64],
+        quant: RowQuant<'_>,
+        columns: Int8Columns<'_>,
+        ctx: &mut [f32],
+        q: &mut [u8],
+    ) -> Result<(), EngineError> {
+        check_offsets(offsets)?;
+        let rows = usize::try_from(offsets[offsets.len() - 1])
+            .map_err(|_| EngineError::Internal("negative row count".into()))?;
+        let h = self.hidden();
+        expect_len(qkv.len(), product(rows, product(3, h)?)?)?;
+        expect_len(ctx.len(), product(rows, h)?)?;
+        expect_len(q.len(), ctx.len())?;
+        expect_len(quant.scales.len(), rows)?;
+        expect_len(quant.zero_points.len(), rows)?;
+        columns.check(3 * h)?;
+        let (scales, zero_points) = (quant.scales.as_mut_ptr(), quant.zero_points.as_mut_ptr());
+        // SAFETY: as for `attention`, every sequence's rows lie within the checked buffers; the
+        // C side reads a row's input scale before it writes that row's output scale.
+        check(
+            unsafe {
+                rr_attention_int8(
+                    self.raw.as_ptr(),
+                    qkv.as_mut_ptr(),
+                    offsets.len() as i64 - 1,
+                    offsets.as_ptr(),
+                    scales,
+                    zero_points,
+                    columns.comp.as_ptr(),
+                    columns.bias.as_ptr(),
+                    ctx.as_mut_ptr(),
+                    q.as_mut_ptr(),
+                    scales,
+                    zero_points,
+                )
+            },
+            "int8 attention",
+        )
+    }
+
     /// In-place LayerNorm of the rows of `x`.
     pub fn layer_norm(
         &mut self,
@@ -806,6 +868,60 @@ mod tests {
             let diff = max_abs_diff(&exact, &tiles);
             assert!(diff < 3e-2, "{heads} heads of {dim}: max |Δ| {diff}");
         }
+    }
+
+    /// The int8 attention with its epilogue and requantization fused (AMX) gives what the
+    /// separate passes give (epilogue, f32 attention, quantization), to bf16's rounding.
+    #[test]
+    fn fused_int8_attention_matches_the_separate_passes() {
+        let (heads, dim) = (3, 32);
+        let hidden = heads * dim;
+        let offsets = [0i64, 7, 40, 167];
+        let rows = 167;
+        let raw = values(rows * 3 * hidden, 11, 200.0);
+        let comp = values(3 * hidden, 12, 0.3);
+        let bias = values(3 * hidden, 13, 0.5);
+        let columns = Int8Columns {
+            comp: &comp,
+            bias: &bias,
+        };
+        let scales: Vec<f32> = values(rows, 14, 0.01)
+            .iter()
+            .map(|v| v.abs() + 0.005)
+            .collect();
+        let zps: Vec<f32> = values(rows, 15, 60.0)
+            .iter()
+            .map(|v| v.abs().round())
+            .collect();
+        let run = |amx: bool| {
+            let mut ctx = Ctx::new(heads, dim, 1e-12).expect("context");
+            if amx && !ctx.use_amx_attention() {
+                return None;
+            }
+            let (mut qkv, mut s, mut z) = (raw.clone(), scales.clone(), zps.clone());
+            let (mut out, mut q) = (vec![0f32; rows * hidden], vec![0u8; rows * hidden]);
+            let quant = RowQuant {
+                scales: &mut s,
+                zero_points: &mut z,
+            };
+            ctx.int8_attention(&mut qkv, &offsets, quant, columns, &mut out, &mut q)
+                .expect("int8 attention");
+            Some((out, q, s))
+        };
+        let (exact, q_exact, s_exact) = run(false).expect("f32 path");
+        let Some((fused, q_fused, s_fused)) = run(true) else {
+            eprintln!("no AMX on this CPU: the fused int8 attention is not exercised");
+            return;
+        };
+        let diff = max_abs_diff(&exact, &fused);
+        assert!(diff < 3e-2, "context max |Δ| {diff}");
+        for (a, b) in s_exact.iter().zip(&s_fused) {
+            assert!((a - b).abs() <= 0.01 * a.abs(), "row scales {a} vs {b}");
+        }
+        assert!(q_exact
+            .iter()
+            .zip(&q_fused)
+            .all(|(a, b)| a.abs_diff(*b) <= 3));
     }
 
     /// The fused int8 row passes give what the separate passes give: epilogue, GELU (oneDNN's

@@ -116,6 +116,18 @@ impl Ctx {
         match *self {}
     }
 
+    pub fn int8_attention(
+        &mut self,
+        _qkv: &mut [f32],
+        _offsets: &[i64],
+        _quant: RowQuant<'_>,
+        _columns: Int8Columns<'_>,
+        _ctx: &mut [f32],
+        _q: &mut [u8],
+    ) -> Result<(), EngineError> {
+        match *self {}
+    }
+
     pub fn int8_residual_norm(
         &mut self,
         _t: &[f32],
