@@ -7,7 +7,7 @@
  * ~1.5 G values/s over 127-wide rows; on a 2-vCPU Sapphire Rapids that made attention a third of
  * an int8 forward pass whose GEMMs run on AMX. Here one sequence's heads go through tiles with
  * no primitive calls: per head, K is packed into AMX's pair-interleaved B layout with gathers and
- * V with one permute per tile row, then each block of 16 queries computes its scores
+ * V with one permute per tile row, then each block of 32 queries computes its scores
  * (16 × keys, f32), its softmax (f32, vectorized exp), and its context from P (bf16) · V.
  *
  * Rounding: Q, K, V and the probabilities P are rounded to bf16 (as PyTorch's bf16 autocast
@@ -70,9 +70,9 @@ int64_t rr_amx_scratch_bytes(int64_t s, int64_t h, int64_t d) {
     int64_t s32 = rr_round_up(s, 32);
     return 2 * s32 * 3 * h      /* the sequence's Q, K, V in bf16 */
            + 2 * 2 * s32 * d    /* packed K and V of one head */
-           + 4 * 16 * s32       /* scores of 16 queries */
-           + 2 * 16 * s32       /* their probabilities */
-           + 4 * 16 * d         /* their context */
+           + 4 * 32 * s32       /* scores of 32 queries */
+           + 2 * 32 * s32       /* their probabilities */
+           + 4 * 32 * d         /* their context */
            + 5 * 64;            /* alignment of each part */
 }
 
@@ -106,8 +106,9 @@ RR_AMX static void rr_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
     }
 }
 
-/* Softmax of `rows` rows of `s` scores (row stride `stride`) with the scores scaled by `scale`,
- * written as bf16 probabilities (row stride `stride`); columns s..stride−1 get 0. */
+/* Softmax of `rows` (≤ 32) rows of `s` scores (row stride `stride`) with the scores scaled by
+ * `scale`, written as bf16 probabilities (row stride `stride`); columns s..stride−1 and rows
+ * rows..31 get 0. */
 RR_AMX static void rr_softmax_rows(const float *scores, int64_t rows, int64_t s, int64_t stride, float scale,
                                    uint16_t *p) {
     for (int64_t r = 0; r < rows; r++) {
@@ -143,7 +144,7 @@ RR_AMX static void rr_softmax_rows(const float *scores, int64_t rows, int64_t s,
         }
         for (c = s; c < stride; c++) out[c] = 0;
     }
-    for (int64_t r = rows; r < 16; r++) memset(p + r * stride, 0, (size_t)stride * 2);
+    for (int64_t r = rows; r < 32; r++) memset(p + r * stride, 0, (size_t)stride * 2);
 }
 
 /* The int8 QKV epilogue of one row, (y − zp·comp)·scale + bias, rounded to bf16. */
@@ -185,9 +186,9 @@ RR_AMX int rr_amx_attend_one(const float *qkv, int64_t s, int64_t heads, int64_t
     uint16_t *xb = rr_align(&cursor, 2 * s32 * w);
     uint16_t *kp = rr_align(&cursor, 2 * s32 * d);
     uint16_t *vp = rr_align(&cursor, 2 * s32 * d);
-    float *sc = rr_align(&cursor, 4 * 16 * s32);
-    uint16_t *pb = rr_align(&cursor, 2 * 16 * s32);
-    float *co = rr_align(&cursor, 4 * 16 * d);
+    float *sc = rr_align(&cursor, 4 * 32 * s32);
+    uint16_t *pb = rr_align(&cursor, 2 * 32 * s32);
+    float *co = rr_align(&cursor, 4 * 32 * d);
 
     if (in)
         for (int64_t i = 0; i < s; i++)
@@ -242,53 +243,56 @@ RR_AMX int rr_amx_attend_one(const float *qkv, int64_t s, int64_t heads, int64_t
                     _mm512_storeu_si512(dst + r * 32, _mm512_permutex2var_epi16(ra, pairs, rb));
                 }
             }
-        for (int64_t q0 = 0; q0 < s; q0 += 16) {
-            int64_t rows = s - q0 < 16 ? s - q0 : 16;
-            /* Scores of the 16 queries against every (padded) key, two key blocks per pass so
-             * that one product runs while the other's accumulator is written back. */
+        /* Two blocks of 16 queries at a time (rows past s are zero), so that each pass keeps
+         * four independent accumulator tiles in flight: a tile product's latency is what a
+         * single chain of them waits on. */
+        for (int64_t q0 = 0; q0 < s; q0 += 32) {
+            int64_t rows = s - q0 < 32 ? s - q0 : 32;
+            const uint16_t *qa = q + q0 * w, *qb = q + (q0 + 16) * w;
+            /* Scores of the 32 queries against every (padded) key, two key blocks per pass. */
             for (int64_t kb = 0; kb < s32 / 16; kb += 2) {
                 _tile_zero(4);
                 _tile_zero(5);
+                _tile_zero(6);
+                _tile_zero(7);
                 for (int64_t dc = 0; dc < dc_n; dc++) {
-                    _tile_loadd(0, q + q0 * w + dc * 32, w * 2);
-                    _tile_loadd(1, kp + (kb * dc_n + dc) * 512, 64);
-                    _tile_loadd(2, kp + ((kb + 1) * dc_n + dc) * 512, 64);
-                    _tile_dpbf16ps(4, 0, 1);
-                    _tile_dpbf16ps(5, 0, 2);
+                    _tile_loadd(0, qa + dc * 32, w * 2);
+                    _tile_loadd(1, qb + dc * 32, w * 2);
+                    _tile_loadd(2, kp + (kb * dc_n + dc) * 512, 64);
+                    _tile_loadd(3, kp + ((kb + 1) * dc_n + dc) * 512, 64);
+                    _tile_dpbf16ps(4, 0, 2);
+                    _tile_dpbf16ps(5, 0, 3);
+                    _tile_dpbf16ps(6, 1, 2);
+                    _tile_dpbf16ps(7, 1, 3);
                 }
                 _tile_stored(4, sc + kb * 16, s32 * 4);
                 _tile_stored(5, sc + (kb + 1) * 16, s32 * 4);
+                _tile_stored(6, sc + 16 * s32 + kb * 16, s32 * 4);
+                _tile_stored(7, sc + 16 * s32 + (kb + 1) * 16, s32 * 4);
             }
             rr_softmax_rows(sc, rows, s, s32, scale, pb);
-            /* Context: P (16 × keys) · V, 16 head values per accumulator tile, four at a time. */
-            for (int64_t n0 = 0; n0 < nc_n; n0 += 4) {
-                int64_t group = nc_n - n0 < 4 ? nc_n - n0 : 4;
+            /* Context: P (32 × keys) · V, 16 head values per accumulator tile, two such column
+             * chunks for each of the two query blocks. */
+            for (int64_t n0 = 0; n0 < nc_n; n0 += 2) {
                 _tile_zero(4);
                 _tile_zero(5);
                 _tile_zero(6);
                 _tile_zero(7);
                 for (int64_t kc = 0; kc < s32 / 32; kc++) {
-                    _tile_loadd(0, pb + kc * 32, s32 * 2);
                     const uint16_t *b = vp + (kc * nc_n + n0) * 512;
-                    _tile_loadd(1, b, 64);
-                    _tile_dpbf16ps(4, 0, 1);
-                    if (group > 1) {
-                        _tile_loadd(2, b + 512, 64);
-                        _tile_dpbf16ps(5, 0, 2);
-                    }
-                    if (group > 2) {
-                        _tile_loadd(3, b + 1024, 64);
-                        _tile_dpbf16ps(6, 0, 3);
-                    }
-                    if (group > 3) {
-                        _tile_loadd(1, b + 1536, 64);
-                        _tile_dpbf16ps(7, 0, 1);
-                    }
+                    _tile_loadd(0, pb + kc * 32, s32 * 2);
+                    _tile_loadd(1, pb + 16 * s32 + kc * 32, s32 * 2);
+                    _tile_loadd(2, b, 64);
+                    _tile_loadd(3, b + 512, 64);
+                    _tile_dpbf16ps(4, 0, 2);
+                    _tile_dpbf16ps(5, 0, 3);
+                    _tile_dpbf16ps(6, 1, 2);
+                    _tile_dpbf16ps(7, 1, 3);
                 }
                 _tile_stored(4, co + n0 * 16, d * 4);
-                if (group > 1) _tile_stored(5, co + (n0 + 1) * 16, d * 4);
-                if (group > 2) _tile_stored(6, co + (n0 + 2) * 16, d * 4);
-                if (group > 3) _tile_stored(7, co + (n0 + 3) * 16, d * 4);
+                _tile_stored(5, co + (n0 + 1) * 16, d * 4);
+                _tile_stored(6, co + 16 * d + n0 * 16, d * 4);
+                _tile_stored(7, co + 16 * d + (n0 + 1) * 16, d * 4);
             }
             for (int64_t r = 0; r < rows; r++)
                 memcpy(ctx + (q0 + r) * h + head * d, co + r * d, (size_t)d * 4);
