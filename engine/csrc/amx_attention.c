@@ -8,7 +8,7 @@
  * an int8 forward pass whose GEMMs run on AMX. Here one sequence's heads go through tiles with
  * no primitive calls: per head, K is packed into AMX's pair-interleaved B layout with gathers and
  * V with one permute per tile row, then each block of 32 queries computes its scores
- * (16 × keys, f32), its softmax (f32, vectorized exp), and its context from P (bf16) · V.
+ * (32 × keys, f32), its softmax (f32, vectorized exp), and its context from P (bf16) · V.
  *
  * Rounding: Q, K, V and the probabilities P are rounded to bf16 (as PyTorch's bf16 autocast
  * does); scores, softmax and the context are accumulated in f32.
