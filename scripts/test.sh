@@ -70,4 +70,7 @@ scripts/k8s-validate.sh "${CARGO_TARGET_DIR:-$root/target}/release"
 # Redis, three nodes and the coordinator in containers built offline (debootstrap base, the
 # release binaries above): a node killed under load and restarted, 0 failed requests.
 echo "== compose test"
+# Its image holds the run command's binaries; `cargo test` builds only those of packages with
+# integration tests (not rerank-bench), so build them all (a no-op after start_reranker.sh).
+cargo build --release --workspace --bins
 BIN_DIR="${CARGO_TARGET_DIR:-$root/target}/release" scripts/compose-test.sh

@@ -19,6 +19,7 @@ mod unavailable;
 use unavailable as backend;
 
 pub(crate) mod disentangled_attention;
+mod int8_rows;
 mod packed_linear;
 
 pub(crate) mod causal_attention;
@@ -36,8 +37,8 @@ pub(crate) mod windowed_attention;
 #[allow(unused_imports)]
 pub use backend::{
     int8_gelu_requantize, int8_has_vnni, quantize_rows, scale_rows, Ctx, Element, Epilogue, Gemm,
-    Int8Columns, RowQuant,
 };
+pub use int8_rows::{Int8Columns, RowQuant};
 #[allow(unused_imports)]
 pub use packed_linear::{int8_weight_limit, quantize_weight, LinearScratch, PackedLinear};
 

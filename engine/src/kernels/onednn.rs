@@ -12,6 +12,7 @@
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr::NonNull;
 
+use super::int8_rows::{Int8Columns, RowQuant};
 use crate::EngineError;
 
 #[repr(C)]
@@ -456,7 +457,7 @@ impl Ctx {
         expect_len(x.len(), product(m, n)?)?;
         expect_len(t.len(), x.len())?;
         expect_len(quant.zero_points.len(), m)?;
-        columns.check(n)?;
+        check_columns(&columns, n)?;
         expect_len(norm.0.len(), n)?;
         expect_len(norm.1.len(), n)?;
         let q_ptr = match q {
@@ -510,7 +511,7 @@ impl Ctx {
         expect_len(q.len(), ctx.len())?;
         expect_len(quant.scales.len(), rows)?;
         expect_len(quant.zero_points.len(), rows)?;
-        columns.check(3 * h)?;
+        check_columns(&columns, 3 * h)?;
         let (scales, zero_points) = (quant.scales.as_mut_ptr(), quant.zero_points.as_mut_ptr());
         // SAFETY: as for `attention`, every sequence's rows lie within the checked buffers; the
         // C side reads a row's input scale before it writes that row's output scale.
@@ -662,26 +663,10 @@ pub fn quantize_rows(
     Ok(())
 }
 
-/// Per-row quantization parameters of u8 activations, `x ≈ scale · (q − zero_point)`: read as
-/// those of a GEMM's input, replaced by those of the requantized output.
-pub struct RowQuant<'a> {
-    pub scales: &'a mut [f32],
-    pub zero_points: &'a mut [f32],
-}
-
-/// An int8 projection's per-column epilogue terms: `comp[c]` = weight scale × the column's
-/// weight sum (what a row's zero point contributes), and the bias.
-#[derive(Clone, Copy)]
-pub struct Int8Columns<'a> {
-    pub comp: &'a [f32],
-    pub bias: &'a [f32],
-}
-
-impl Int8Columns<'_> {
-    fn check(&self, n: usize) -> Result<(), EngineError> {
-        expect_len(self.comp.len(), n)?;
-        expect_len(self.bias.len(), n)
-    }
+/// Whether an int8 projection's epilogue terms cover its `n` output columns.
+fn check_columns(columns: &Int8Columns<'_>, n: usize) -> Result<(), EngineError> {
+    expect_len(columns.comp.len(), n)?;
+    expect_len(columns.bias.len(), n)
 }
 
 /// The int8 FFN-in end in one pass per row: the epilogue of `y` (see [`scale_rows`]), exact
@@ -698,7 +683,7 @@ pub fn int8_gelu_requantize(
     expect_len(y.len(), product(m, n)?)?;
     expect_len(q.len(), y.len())?;
     expect_len(quant.zero_points.len(), m)?;
-    columns.check(n)?;
+    check_columns(&columns, n)?;
     // SAFETY: sizes checked.
     unsafe {
         rr_gelu_quantize_rows(

@@ -2,6 +2,7 @@
 //! that say the kernels are unavailable, so families compile unchanged and fall back to candle.
 //! No value of [`Gemm`] or [`Ctx`] can exist here, so their methods are unreachable by type.
 
+use super::int8_rows::{Int8Columns, RowQuant};
 use crate::EngineError;
 
 fn unavailable() -> EngineError {
@@ -154,17 +155,6 @@ pub fn quantize_rows(
     _zero_points: &mut [f32],
 ) -> Result<(), EngineError> {
     Err(unavailable())
-}
-
-pub struct RowQuant<'a> {
-    pub scales: &'a mut [f32],
-    pub zero_points: &'a mut [f32],
-}
-
-#[derive(Clone, Copy)]
-pub struct Int8Columns<'a> {
-    pub comp: &'a [f32],
-    pub bias: &'a [f32],
 }
 
 pub fn int8_gelu_requantize(
