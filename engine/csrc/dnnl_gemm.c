@@ -262,17 +262,25 @@ struct rr_ctx {
     float *scores;
     int64_t scores_cap;
     struct rr_slots bf16, gelu;
-    /* Attention on AMX bf16 tiles (amx_attention.c) instead of oneDNN's f32 products, with
-     * per-thread scratch. */
-    int amx;
-    void **amx_scratch;
-    int64_t amx_scratch_cap;
+    /* Which kernel runs attention (RR_ATTN_*), with per-thread scratch for our own kernels. */
+    int attn;
+    void **attn_scratch;
+    int64_t attn_scratch_cap;
 };
+
+/* Attention kernels: oneDNN's f32 primitives per sequence; our f32 AVX-512 kernel
+ * (avx512_attention.c, the default where the CPU has AVX-512); our AMX bf16 kernel
+ * (amx_attention.c, asked for by the reduced-precision modes). */
+enum { RR_ATTN_ONEDNN = 0, RR_ATTN_AVX512 = 1, RR_ATTN_AMX = 2 };
 
 int rr_amx_available(void);
 int64_t rr_amx_scratch_bytes(int64_t s, int64_t h, int64_t d);
 int rr_amx_attend_one(const float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch,
                       float *ctx, const struct rr_int8_rows *in, struct rr_int8_rows *out);
+int rr_avx512_attention_available(void);
+int64_t rr_avx512_scratch_bytes(int64_t s, int64_t d);
+int rr_avx512_attend_one(float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch, float *ctx,
+                         const struct rr_int8_rows *in, struct rr_int8_rows *out);
 
 void rr_ctx_free(struct rr_ctx *c) {
     if (!c) return;
@@ -283,9 +291,9 @@ void rr_ctx_free(struct rr_ctx *c) {
     free(c->scores);
     rr_slots_free(&c->bf16);
     rr_slots_free(&c->gelu);
-    if (c->amx_scratch)
-        for (int t = 0; t < c->threads; t++) free(c->amx_scratch[t]);
-    free(c->amx_scratch);
+    if (c->attn_scratch)
+        for (int t = 0; t < c->threads; t++) free(c->attn_scratch[t]);
+    free(c->attn_scratch);
     for (int t = 0; t < c->threads; t++)
         if (c->thread_streams[t]) dnnl_stream_destroy(c->thread_streams[t]);
     free(c->thread_streams);
@@ -315,6 +323,7 @@ struct rr_ctx *rr_ctx_create(int64_t heads, int64_t d, float eps) {
         return NULL;
     }
     c->threads = threads;
+    c->attn = d % 16 == 0 && rr_avx512_attention_available() ? RR_ATTN_AVX512 : RR_ATTN_ONEDNN;
     for (int t = 0; t < threads; t++)
         if (dnnl_stream_create(&c->thread_streams[t], rr_engine, dnnl_stream_default_flags) != dnnl_success) {
             c->thread_streams[t] = NULL;
@@ -459,31 +468,54 @@ static dnnl_status_t rr_attend_one(const struct rr_ctx *c, dnnl_stream_t stream,
 /* Asks for attention on AMX bf16 tiles (for the bf16 and int8 modes); returns whether the CPU,
  * the kernel and the head size (a multiple of 32) allow it. */
 int rr_ctx_use_amx_attention(struct rr_ctx *c, int on) {
-    c->amx = on && c->d % 32 == 0 && rr_amx_available();
-    return c->amx;
+    if (on && c->d % 32 == 0 && rr_amx_available())
+        c->attn = RR_ATTN_AMX;
+    else if (c->attn == RR_ATTN_AMX)
+        c->attn = c->d % 16 == 0 && rr_avx512_attention_available() ? RR_ATTN_AVX512 : RR_ATTN_ONEDNN;
+    return c->attn == RR_ATTN_AMX;
 }
 
-/* `in` and `out` (both or neither): the int8 QKV epilogue applied on the way in, the context
- * requantized on the way out (see rr_attention_int8). */
-static int rr_attention_amx(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t *offsets,
-                            int64_t longest, float *ctx, const struct rr_int8_rows *in,
-                            const struct rr_int8_rows *out) {
-    int64_t h = c->hidden, need = rr_amx_scratch_bytes(longest, h, c->d);
-    if (!c->amx_scratch && !(c->amx_scratch = calloc((size_t)c->threads, sizeof *c->amx_scratch))) return -1;
-    if (need > c->amx_scratch_cap) {
+/* Picks the attention kernel (RR_ATTN_*) where this CPU and head size run it, to compare them;
+ * returns the one now in use. */
+int rr_ctx_set_attention(struct rr_ctx *c, int kind) {
+    if (kind == RR_ATTN_ONEDNN)
+        c->attn = RR_ATTN_ONEDNN;
+    else if (kind == RR_ATTN_AVX512 && c->d % 16 == 0 && rr_avx512_attention_available())
+        c->attn = RR_ATTN_AVX512;
+    else if (kind == RR_ATTN_AMX)
+        rr_ctx_use_amx_attention(c, 1);
+    return c->attn;
+}
+
+/* Per-thread scratch of at least `need` bytes (64-byte aligned) for our attention kernels. */
+static int rr_attn_scratch(struct rr_ctx *c, int64_t need) {
+    if (!c->attn_scratch && !(c->attn_scratch = calloc((size_t)c->threads, sizeof *c->attn_scratch))) return -1;
+    if (need > c->attn_scratch_cap) {
         for (int t = 0; t < c->threads; t++) {
-            free(c->amx_scratch[t]);
-            c->amx_scratch[t] = NULL;
+            free(c->attn_scratch[t]);
+            c->attn_scratch[t] = NULL;
         }
-        c->amx_scratch_cap = 0;
+        c->attn_scratch_cap = 0;
         for (int t = 0; t < c->threads; t++)
-            if (!(c->amx_scratch[t] = aligned_alloc(64, (size_t)(need + 63) / 64 * 64))) return -1;
-        c->amx_scratch_cap = need;
+            if (!(c->attn_scratch[t] = aligned_alloc(64, (size_t)(need + 63) / 64 * 64))) return -1;
+        c->attn_scratch_cap = need;
     }
+    return 0;
+}
+
+/* Our kernels (AMX or AVX-512, by c->attn) over the packed sequences, whole sequences per
+ * thread. `in` and `out` (both or neither): the int8 QKV epilogue applied on the way in (in place
+ * in qkv on AVX-512), the context requantized on the way out (see rr_attention_int8). */
+static int rr_attention_own(struct rr_ctx *c, float *qkv, int64_t nseq, const int64_t *offsets, int64_t longest,
+                            float *ctx, const struct rr_int8_rows *in, const struct rr_int8_rows *out) {
+    int64_t h = c->hidden;
+    int amx = c->attn == RR_ATTN_AMX;
+    if (rr_attn_scratch(c, amx ? rr_amx_scratch_bytes(longest, h, c->d) : rr_avx512_scratch_bytes(longest, c->d)))
+        return -1;
     int failed = 0;
 #pragma omp parallel num_threads(c->threads) reduction(| : failed)
     {
-        void *scratch = c->amx_scratch[omp_get_thread_num()];
+        void *scratch = c->attn_scratch[omp_get_thread_num()];
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < nseq; i++) {
             int64_t s = offsets[i + 1] - offsets[i];
@@ -499,9 +531,11 @@ static int rr_attention_amx(struct rr_ctx *c, const float *qkv, int64_t nseq, co
                 seq_out.zero_point += r;
                 seq_out.q += r * h;
             }
-            if (rr_amx_attend_one(qkv + r * 3 * h, s, c->heads, c->d, c->scale, scratch, ctx + r * h,
-                                  in ? &seq_in : NULL, in ? &seq_out : NULL) != 0)
-                failed = 1;
+            int st = amx ? rr_amx_attend_one(qkv + r * 3 * h, s, c->heads, c->d, c->scale, scratch, ctx + r * h,
+                                             in ? &seq_in : NULL, in ? &seq_out : NULL)
+                         : rr_avx512_attend_one(qkv + r * 3 * h, s, c->heads, c->d, c->scale, scratch, ctx + r * h,
+                                                in ? &seq_in : NULL, in ? &seq_out : NULL);
+            if (st != 0) failed = 1;
         }
     }
     return failed ? -1 : 0;
@@ -520,7 +554,8 @@ int rr_attention(struct rr_ctx *c, const float *qkv, int64_t nseq, const int64_t
     int64_t h = c->hidden, longest = 0;
     for (int64_t i = 0; i < nseq; i++)
         if (offsets[i + 1] - offsets[i] > longest) longest = offsets[i + 1] - offsets[i];
-    if (c->amx) return rr_attention_amx(c, qkv, nseq, offsets, longest, ctx, NULL, NULL);
+    /* The AVX-512 kernel writes qkv only where it applies an int8 epilogue, not here. */
+    if (c->attn != RR_ATTN_ONEDNN) return rr_attention_own(c, (float *)qkv, nseq, offsets, longest, ctx, NULL, NULL);
     /* Primitives are created up front: the parallel region below only reads the cache. */
     for (int64_t i = 0; i < nseq; i++) {
         int64_t s = offsets[i + 1] - offsets[i];
@@ -570,11 +605,10 @@ int rr_attention_int8(struct rr_ctx *c, float *qkv, int64_t nseq, const int64_t 
     int64_t h = c->hidden, m = offsets[nseq], longest = 0;
     for (int64_t i = 0; i < nseq; i++)
         if (offsets[i + 1] - offsets[i] > longest) longest = offsets[i + 1] - offsets[i];
-    if (c->amx) {
-        rr_avx512_rows();
+    if (c->attn != RR_ATTN_ONEDNN) {
         struct rr_int8_rows in = {(float *)in_scale, (float *)in_zero_point, NULL, comp, bias};
         struct rr_int8_rows out = {out_scale, out_zero_point, q, NULL, NULL};
-        return rr_attention_amx(c, qkv, nseq, offsets, longest, ctx, &in, &out);
+        return rr_attention_own(c, qkv, nseq, offsets, longest, ctx, &in, &out);
     }
     rr_scale_rows(qkv, m, 3 * h, in_scale, in_zero_point, comp, bias, NULL);
     if (rr_attention(c, qkv, nseq, offsets, ctx) != 0) return -1;

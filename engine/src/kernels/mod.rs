@@ -42,6 +42,47 @@ pub use int8_rows::{Int8Columns, RowQuant};
 #[allow(unused_imports)]
 pub use packed_linear::{int8_weight_limit, quantize_weight, LinearScratch, PackedLinear};
 
+/// The kernel a [`Ctx`]'s attention runs on (`csrc/dnnl_gemm.c`'s `RR_ATTN_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(has_onednn), allow(dead_code))]
+pub enum AttentionKernel {
+    /// oneDNN's f32 primitives per sequence (Q·Kᵀ, softmax, P·V): CPUs without AVX-512.
+    OneDnn,
+    /// Our f32 AVX-512 kernel (`csrc/avx512_attention.c`).
+    Avx512,
+    /// Our AMX bf16 kernel (`csrc/amx_attention.c`), for the reduced-precision modes.
+    Amx,
+}
+
+#[cfg_attr(not(has_onednn), allow(dead_code))]
+impl AttentionKernel {
+    #[cfg(test)]
+    fn code(self) -> std::ffi::c_int {
+        match self {
+            Self::OneDnn => 0,
+            Self::Avx512 => 1,
+            Self::Amx => 2,
+        }
+    }
+
+    fn from_code(code: std::ffi::c_int) -> Self {
+        match code {
+            1 => Self::Avx512,
+            2 => Self::Amx,
+            _ => Self::OneDnn,
+        }
+    }
+
+    /// How `/info`'s implementation names it (empty for oneDNN, whose GEMM kernel is named).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::OneDnn => "",
+            Self::Avx512 => ", AVX-512 attention",
+            Self::Amx => ", AMX bf16 attention",
+        }
+    }
+}
+
 /// Whether this build has the packed kernels (oneDNN was found at build time).
 pub fn available() -> bool {
     cfg!(has_onednn)

@@ -13,6 +13,7 @@ use std::ffi::{c_char, c_int, CStr};
 use std::ptr::NonNull;
 
 use super::int8_rows::{Int8Columns, RowQuant};
+use super::AttentionKernel;
 use crate::EngineError;
 
 #[repr(C)]
@@ -47,6 +48,7 @@ extern "C" {
     fn rr_ctx_create(heads: i64, d: i64, eps: f32) -> *mut RawCtx;
     fn rr_ctx_free(c: *mut RawCtx);
     fn rr_ctx_use_amx_attention(c: *mut RawCtx, on: c_int) -> c_int;
+    fn rr_ctx_set_attention(c: *mut RawCtx, kind: c_int) -> c_int;
     fn rr_attention(
         c: *mut RawCtx,
         qkv: *const f32,
@@ -371,6 +373,24 @@ impl Ctx {
     pub fn use_amx_attention(&mut self) -> bool {
         // SAFETY: the context is exclusively borrowed.
         unsafe { rr_ctx_use_amx_attention(self.raw.as_ptr(), 1) != 0 }
+    }
+
+    /// The kernel [`Ctx::attention`] runs on: our AVX-512 one by default where the CPU has
+    /// AVX-512 and the head size is a multiple of 16, oneDNN's primitives elsewhere, AMX after
+    /// [`Ctx::use_amx_attention`].
+    pub fn attention_kernel(&mut self) -> AttentionKernel {
+        // SAFETY: the context is exclusively borrowed; −1 asks without changing.
+        AttentionKernel::from_code(unsafe { rr_ctx_set_attention(self.raw.as_ptr(), -1) })
+    }
+
+    /// Switches attention to `kernel` where this CPU and head size run it (the tests compare
+    /// kernels); returns the one now in use.
+    #[cfg(test)]
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) -> AttentionKernel {
+        // SAFETY: the context is exclusively borrowed.
+        AttentionKernel::from_code(unsafe {
+            rr_ctx_set_attention(self.raw.as_ptr(), kernel.code())
+        })
     }
 
     /// `y (m × n) [+]= x (m × k) · Wᵀ`: `x` and `y` in the element types `gemm` was built for.
@@ -838,8 +858,9 @@ mod tests {
             let rows = 382;
             let qkv = values(rows * 3 * hidden, dim as u64, 2.0);
             let mut exact = vec![0f32; rows * hidden];
-            Ctx::new(heads, dim, 1e-12)
-                .expect("context")
+            let mut reference = Ctx::new(heads, dim, 1e-12).expect("context");
+            reference.set_attention_kernel(AttentionKernel::OneDnn);
+            reference
                 .attention(&qkv, &offsets, &mut exact)
                 .expect("f32 attention");
             let mut amx = Ctx::new(heads, dim, 1e-12).expect("context");
@@ -878,9 +899,9 @@ mod tests {
             .iter()
             .map(|v| v.abs().round())
             .collect();
-        let run = |amx: bool| {
+        let run = |kernel: AttentionKernel| {
             let mut ctx = Ctx::new(heads, dim, 1e-12).expect("context");
-            if amx && !ctx.use_amx_attention() {
+            if ctx.set_attention_kernel(kernel) != kernel {
                 return None;
             }
             let (mut qkv, mut s, mut z) = (raw.clone(), scales.clone(), zps.clone());
@@ -893,20 +914,60 @@ mod tests {
                 .expect("int8 attention");
             Some((out, q, s))
         };
-        let (exact, q_exact, s_exact) = run(false).expect("f32 path");
-        let Some((fused, q_fused, s_fused)) = run(true) else {
-            eprintln!("no AMX on this CPU: the fused int8 attention is not exercised");
-            return;
-        };
-        let diff = max_abs_diff(&exact, &fused);
-        assert!(diff < 3e-2, "context max |Δ| {diff}");
-        for (a, b) in s_exact.iter().zip(&s_fused) {
-            assert!((a - b).abs() <= 0.01 * a.abs(), "row scales {a} vs {b}");
+        let (exact, q_exact, s_exact) = run(AttentionKernel::OneDnn).expect("separate passes");
+        // AVX-512 is f32 throughout; AMX rounds Q, K, V and P to bf16.
+        for (kernel, tolerance, codes) in [
+            (AttentionKernel::Avx512, 1e-4, 1),
+            (AttentionKernel::Amx, 3e-2, 3),
+        ] {
+            let Some((fused, q_fused, s_fused)) = run(kernel) else {
+                eprintln!("{kernel:?} attention does not run on this CPU: not exercised");
+                continue;
+            };
+            let diff = max_abs_diff(&exact, &fused);
+            assert!(diff < tolerance, "{kernel:?}: context max |Δ| {diff}");
+            for (a, b) in s_exact.iter().zip(&s_fused) {
+                assert!(
+                    (a - b).abs() <= 0.01 * a.abs(),
+                    "{kernel:?}: row scales {a} vs {b}"
+                );
+            }
+            assert!(q_exact
+                .iter()
+                .zip(&q_fused)
+                .all(|(a, b)| a.abs_diff(*b) <= codes));
         }
-        assert!(q_exact
-            .iter()
-            .zip(&q_fused)
-            .all(|(a, b)| a.abs_diff(*b) <= 3));
+    }
+
+    /// Our AVX-512 attention computes what oneDNN's f32 primitives compute, to f32 rounding, for
+    /// head sizes of one, two and three vectors and sequences shorter and longer than a block.
+    #[test]
+    fn avx512_attention_matches_onednn_attention() {
+        for (heads, dim) in [(3, 16), (2, 32), (2, 48), (1, 64)] {
+            let hidden = heads * dim;
+            let offsets = [0i64, 1, 5, 6, 13, 45, 172, 372];
+            let rows = 372;
+            let qkv = values(rows * 3 * hidden, dim as u64, 2.0);
+            let mut exact = vec![0f32; rows * hidden];
+            let mut onednn = Ctx::new(heads, dim, 1e-12).expect("context");
+            assert_eq!(
+                onednn.set_attention_kernel(AttentionKernel::OneDnn),
+                AttentionKernel::OneDnn
+            );
+            onednn
+                .attention(&qkv, &offsets, &mut exact)
+                .expect("oneDNN attention");
+            let mut ours = Ctx::new(heads, dim, 1e-12).expect("context");
+            if ours.set_attention_kernel(AttentionKernel::Avx512) != AttentionKernel::Avx512 {
+                eprintln!("no AVX-512 on this CPU: the AVX-512 attention is not exercised");
+                return;
+            }
+            let mut got = vec![f32::NAN; rows * hidden];
+            ours.attention(&qkv, &offsets, &mut got)
+                .expect("AVX-512 attention");
+            let diff = max_abs_diff(&exact, &got);
+            assert!(diff < 1e-5, "{heads} heads of {dim}: max |Δ| {diff}");
+        }
     }
 
     /// The fused int8 row passes give what the separate passes give: epilogue, GELU (oneDNN's

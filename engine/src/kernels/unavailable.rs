@@ -3,6 +3,7 @@
 //! No value of [`Gemm`] or [`Ctx`] can exist here, so their methods are unreachable by type.
 
 use super::int8_rows::{Int8Columns, RowQuant};
+use super::AttentionKernel;
 use crate::EngineError;
 
 fn unavailable() -> EngineError {
@@ -89,6 +90,10 @@ impl Ctx {
 
     pub fn use_amx_attention(&mut self) -> bool {
         false
+    }
+
+    pub fn attention_kernel(&mut self) -> AttentionKernel {
+        match *self {}
     }
 
     pub fn attention(

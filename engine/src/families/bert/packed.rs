@@ -86,7 +86,10 @@ impl PackedLayers {
             .ok_or_else(|| EngineError::InvalidModel("the encoder has no layers".into()))?;
         let hidden = first.qkv.0.dim(1)?;
         let mut ctx = Ctx::new(first.heads, hidden / first.heads, first.eps as f32)?;
-        let amx_attention = precision != Precision::F32 && ctx.use_amx_attention();
+        if precision != Precision::F32 {
+            ctx.use_amx_attention();
+        }
+        let attention = ctx.attention_kernel();
         let fused = precision != Precision::Int8;
         // The sublayers that end in the residual add it in the GEMM where oneDNN fuses it.
         let residual = Epilogue {
@@ -128,9 +131,7 @@ impl PackedLayers {
         if precision == Precision::Int8 && crate::kernels::int8_weight_limit() < 127 {
             implementation.push_str(", 7-bit weights: no VNNI");
         }
-        if amx_attention {
-            implementation.push_str(", AMX bf16 attention");
-        }
+        implementation.push_str(attention.describe());
         let weight_bytes = layers
             .iter()
             .map(|l| {
