@@ -66,7 +66,7 @@ enum Command {
         /// scripts/bench_peers.py; each of our rows gets its ratio to the best of them.
         #[arg(long)]
         peers: bool,
-        /// The peers' modes, comma-separated: ort-fp32, ort-int8, ov-fp32, ov-int8.
+        /// The peers' modes, comma-separated: ort-fp32, ort-int8, ov-fp32, ov-bf16, ov-int8.
         #[arg(long, default_value = bench::peers::DEFAULT_MODES)]
         peer_modes: String,
         /// Threads PyTorch and the peers may use (match the cores our engine uses).
