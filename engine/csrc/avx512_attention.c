@@ -1,7 +1,8 @@
 /*
- * Multi-head attention of one packed sequence in f32 with AVX-512 FMAs, for CPUs with AVX-512
- * but no AMX (Skylake-SP to Ice Lake, AMD Zen 4/5), in every precision mode, and for the f32 mode
- * on AMX CPUs.
+ * Multi-head attention of one packed sequence on AVX-512 CPUs: in f32 with FMAs (the f32 mode,
+ * and every mode on CPUs without bf16 instructions, Skylake-SP to Ice Lake), and with AVX512-BF16
+ * dot products (rr_avx512bf16_attend_one, below: the bf16 and int8 modes on Zen 4/5 and Cooper
+ * Lake; AMX CPUs use amx_attention.c for those).
  *
  * Why not oneDNN: a sequence's products are small (MiniLM: 12 heads × 127² × 32), and oneDNN 2.6
  * runs them as three primitives per sequence (Q·Kᵀ on `gemm:jit`, a softmax at ~1.5 G values/s,
@@ -244,6 +245,185 @@ RR_AVX512 int rr_avx512_attend_one(float *qkv, int64_t s, int64_t heads, int64_t
     return 0;
 }
 
+/*
+ * The same attention with bf16 dot products (AVX512-BF16 `vdpbf16ps`: 32 products per
+ * instruction, twice an f32 FMA's), for the bf16 and int8 modes on CPUs that have AVX512-BF16
+ * but no AMX (Zen 4/5, Cooper Lake). Q, K, V and the probabilities are rounded to bf16 as on
+ * AMX; scores, softmax and the context accumulate in f32. Pairs along each product's reduction
+ * are what the instruction multiplies: Q's head values (c, c+1) against Kᵀ's pair rows, and P's
+ * keys (j, j+1) against V's pair rows.
+ */
+#define RR_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+/* Whether this CPU runs the bf16 kernel. */
+int rr_avx512bf16_attention_available(void) {
+    return rr_avx512_attention_available() && __builtin_cpu_supports("avx512bf16");
+}
+
+/* Bytes of scratch rr_avx512bf16_attend_one needs (head size d, a multiple of 32). */
+int64_t rr_avx512bf16_scratch_bytes(int64_t s, int64_t d) {
+    int64_t s32 = (s + 31) / 32 * 32;
+    return 2 * s32 * d        /* the head's K rows in bf16 */
+           + 2 * d * s32      /* Kᵀ in pair rows */
+           + 2 * s32 * d      /* V in pair rows */
+           + 2 * s32 * d      /* Q in bf16 */
+           + 4 * RR_QB * s32  /* scores of a block of queries */
+           + 2 * RR_QB * s32  /* their probabilities in bf16 */
+           + 4 * 16           /* a zero row */
+           + 8 * 64;
+}
+
+static void *rr_carve(char **cursor, int64_t bytes) {
+    char *p = (char *)(((uintptr_t)*cursor + 63) & ~(uintptr_t)63);
+    *cursor = p + bytes;
+    return p;
+}
+
+/* n floats (a multiple of 16) → bf16. */
+RR_BF16 static void rr_bf16_row(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t c = 0; c < n; c += 16)
+        _mm256_storeu_si256((__m256i *)(y + c), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + c)));
+}
+
+/* Scores of RR_QB query rows (q[r]: bf16 rows) against keys j0.. of Kᵀ in pair rows (d/2 rows of
+ * s32 words), `nv` vectors of 16 keys, as rr_scores_block. */
+RR_BF16 static inline __attribute__((always_inline)) void
+rr_scores_block_bf16(const uint16_t *const *q, const uint32_t *kp, int64_t d, int64_t ld, int64_t s, int64_t j0,
+                     float *sc, __m512 *mx, const int nv) {
+    __m512 acc[RR_QB][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < RR_QB; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t c2 = 0; c2 < d / 2; c2++) {
+        const uint32_t *kr = kp + c2 * ld + j0;
+        __m512bh k0 = (__m512bh)_mm512_loadu_si512(kr), k1 = nv > 1 ? (__m512bh)_mm512_loadu_si512(kr + 16) : k0;
+#pragma GCC unroll 6
+        for (int r = 0; r < RR_QB; r++) {
+            uint32_t pair;
+            memcpy(&pair, q[r] + 2 * c2, sizeof pair);
+            __m512bh qv = (__m512bh)_mm512_set1_epi32((int)pair);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], qv, k0);
+            if (nv > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], qv, k1);
+        }
+    }
+    __mmask16 m0 = rr_lanes(s - j0), m1 = j0 + 16 < s ? rr_lanes(s - j0 - 16) : 0;
+#pragma GCC unroll 6
+    for (int r = 0; r < RR_QB; r++) {
+        _mm512_storeu_ps(sc + r * ld + j0, acc[r][0]);
+        mx[r] = _mm512_mask_max_ps(mx[r], m0, mx[r], acc[r][0]);
+        if (nv > 1) {
+            _mm512_storeu_ps(sc + r * ld + j0 + 16, acc[r][1]);
+            mx[r] = _mm512_mask_max_ps(mx[r], m1, mx[r], acc[r][1]);
+        }
+    }
+}
+
+/* Context columns c0.. (`nv` vectors of 16) of RR_QB query rows from bf16 probabilities (row r
+ * at p + r·ld) and V in pair rows (row j2: keys 2·j2 and 2·j2+1 of each of the d columns),
+ * as rr_context_block. */
+RR_BF16 static inline __attribute__((always_inline)) void
+rr_context_block_bf16(const uint16_t *p, int64_t ld, const uint32_t *vp, int64_t d, int64_t s, int64_t c0,
+                      const float *inv, float *const *out, int rows, const int nv) {
+    __m512 acc[RR_QB][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < RR_QB; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int64_t j2 = 0; j2 < (s + 1) / 2; j2++) {
+        const uint32_t *vr = vp + j2 * d + c0;
+        __m512bh v0 = (__m512bh)_mm512_loadu_si512(vr), v1 = nv > 1 ? (__m512bh)_mm512_loadu_si512(vr + 16) : v0;
+#pragma GCC unroll 6
+        for (int r = 0; r < RR_QB; r++) {
+            uint32_t pair;
+            memcpy(&pair, p + r * ld + 2 * j2, sizeof pair);
+            __m512bh pv = (__m512bh)_mm512_set1_epi32((int)pair);
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], pv, v0);
+            if (nv > 1) acc[r][1] = _mm512_dpbf16_ps(acc[r][1], pv, v1);
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        __m512 scale = _mm512_set1_ps(inv[r]);
+        _mm512_storeu_ps(out[r] + c0, _mm512_mul_ps(acc[r][0], scale));
+        if (nv > 1) _mm512_storeu_ps(out[r] + c0 + 16, _mm512_mul_ps(acc[r][1], scale));
+    }
+}
+
+/* rr_avx512_attend_one with bf16 products (see above); d a multiple of 32. */
+RR_BF16 int rr_avx512bf16_attend_one(float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch,
+                                     float *ctx, const struct rr_int8_rows *in, struct rr_int8_rows *out) {
+    const int64_t h = heads * d, w = 3 * h, s32 = (s + 31) / 32 * 32;
+    if (s <= 0) return 0;
+    if (d % 32 != 0) return -1;
+    if (in)
+        for (int64_t i = 0; i < s; i++)
+            rr_epilogue_row(qkv + i * w, w, in->scale[i], in->zero_point[i], in->comp, in->bias);
+    char *cursor = scratch;
+    uint16_t *kb = rr_carve(&cursor, 2 * s32 * d);
+    uint32_t *kp = rr_carve(&cursor, 2 * d * s32);
+    uint32_t *vp = rr_carve(&cursor, 2 * s32 * d);
+    uint16_t *qb = rr_carve(&cursor, 2 * s32 * d);
+    float *sc = rr_carve(&cursor, 4 * RR_QB * s32);
+    uint16_t *pb = rr_carve(&cursor, 2 * RR_QB * s32);
+    float *zero = rr_carve(&cursor, 4 * 16);
+    memset(zero, 0, 16 * sizeof *zero);
+    /* Interleaves the two halves of cvtne2ps_pbh(b, a) (a's 16 bf16, then b's) into a0 b0 a1
+     * b1 …: each 32-bit word then holds one column's values of two consecutive keys. */
+    __m512i pairs;
+    {
+        uint16_t idx[32];
+        for (int i = 0; i < 16; i++) {
+            idx[2 * i] = (uint16_t)i;
+            idx[2 * i + 1] = (uint16_t)(16 + i);
+        }
+        pairs = _mm512_loadu_si512(idx);
+    }
+    const int64_t half = d / 2;
+    for (int64_t head = 0; head < heads; head++) {
+        const float *q = qkv + head * d, *k = qkv + h + head * d, *v = qkv + 2 * h + head * d;
+        for (int64_t i = 0; i < s; i++) {
+            rr_bf16_row(q + i * w, qb + i * d, d);
+            rr_bf16_row(k + i * w, kb + i * d, d);
+        }
+        /* Kᵀ in pair rows: the (s × d/2) matrix of 32-bit bf16 pairs, transposed. */
+        for (int64_t j0 = 0; j0 < s32; j0 += 16)
+            for (int64_t c0 = 0; c0 < half; c0 += 16) {
+                const float *keys[16];
+                for (int i = 0; i < 16; i++)
+                    keys[i] = j0 + i < s ? (const float *)(const void *)(kb + (j0 + i) * d + 2 * c0) : zero;
+                rr_transpose16(keys, (float *)(void *)(kp + c0 * s32 + j0), s32);
+            }
+        /* V in pair rows: row j2 holds keys 2·j2 and 2·j2+1 of each column (a missing last key 0). */
+        for (int64_t j = 0; j < s; j += 2)
+            for (int64_t c0 = 0; c0 < d; c0 += 16) {
+                __m512 a = _mm512_loadu_ps(v + j * w + c0);
+                __m512 b = j + 1 < s ? _mm512_loadu_ps(v + (j + 1) * w + c0) : _mm512_setzero_ps();
+                __m512i both = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+                _mm512_storeu_si512(vp + (j / 2) * d + c0, _mm512_permutexvar_epi16(pairs, both));
+            }
+        for (int64_t q0 = 0; q0 < s; q0 += RR_QB) {
+            int rows = s - q0 < RR_QB ? (int)(s - q0) : RR_QB;
+            const uint16_t *qr[RR_QB];
+            float *cr[RR_QB];
+            for (int r = 0; r < RR_QB; r++) {
+                int64_t i = q0 + (r < rows ? r : rows - 1);
+                qr[r] = qb + i * d;
+                cr[r] = ctx + i * h + head * d;
+            }
+            __m512 mx[RR_QB];
+            float inv[RR_QB];
+            for (int r = 0; r < RR_QB; r++) mx[r] = _mm512_set1_ps(-INFINITY);
+            int64_t j0 = 0;
+            for (; j0 + 32 <= s32; j0 += 32) rr_scores_block_bf16(qr, kp, d, s32, s, j0, sc, mx, 2);
+            for (int r = 0; r < RR_QB; r++) {
+                inv[r] = r < rows ? rr_softmax_row(sc + r * s32, s, s32, scale, _mm512_reduce_max_ps(mx[r])) : 0.f;
+                rr_bf16_row(sc + r * s32, pb + r * s32, s32);
+            }
+            for (int64_t c0 = 0; c0 < d; c0 += 32) rr_context_block_bf16(pb, s32, vp, d, s, c0, inv, cr, rows, 2);
+        }
+    }
+    if (out)
+        for (int64_t i = 0; i < s; i++)
+            out->scale[i] = rr_quantize_row_avx512(ctx + i * h, h, out->q + i * h, &out->zero_point[i]);
+    return 0;
+}
+
 #else
 
 int rr_avx512_attention_available(void) { return 0; }
@@ -253,6 +433,17 @@ int64_t rr_avx512_scratch_bytes(int64_t s, int64_t d) {
 }
 int rr_avx512_attend_one(float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch, float *ctx,
                          const struct rr_int8_rows *in, struct rr_int8_rows *out) {
+    (void)qkv, (void)s, (void)heads, (void)d, (void)scale, (void)scratch, (void)ctx, (void)in, (void)out;
+    return -1;
+}
+
+int rr_avx512bf16_attention_available(void) { return 0; }
+int64_t rr_avx512bf16_scratch_bytes(int64_t s, int64_t d) {
+    (void)s, (void)d;
+    return 0;
+}
+int rr_avx512bf16_attend_one(float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch, float *ctx,
+                             const struct rr_int8_rows *in, struct rr_int8_rows *out) {
     (void)qkv, (void)s, (void)heads, (void)d, (void)scale, (void)scratch, (void)ctx, (void)in, (void)out;
     return -1;
 }

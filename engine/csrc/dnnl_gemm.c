@@ -269,9 +269,10 @@ struct rr_ctx {
 };
 
 /* Attention kernels: oneDNN's f32 primitives per sequence; our f32 AVX-512 kernel
- * (avx512_attention.c, the default where the CPU has AVX-512); our AMX bf16 kernel
- * (amx_attention.c, asked for by the reduced-precision modes). */
-enum { RR_ATTN_ONEDNN = 0, RR_ATTN_AVX512 = 1, RR_ATTN_AMX = 2 };
+ * (avx512_attention.c, the default where the CPU has AVX-512); our bf16 kernels, which the
+ * reduced-precision modes ask for: AMX tiles (amx_attention.c) or, without AMX, AVX512-BF16 dot
+ * products (avx512_attention.c). */
+enum { RR_ATTN_ONEDNN = 0, RR_ATTN_AVX512 = 1, RR_ATTN_AMX = 2, RR_ATTN_AVX512_BF16 = 3 };
 
 int rr_amx_available(void);
 int64_t rr_amx_scratch_bytes(int64_t s, int64_t h, int64_t d);
@@ -281,6 +282,12 @@ int rr_avx512_attention_available(void);
 int64_t rr_avx512_scratch_bytes(int64_t s, int64_t d);
 int rr_avx512_attend_one(float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch, float *ctx,
                          const struct rr_int8_rows *in, struct rr_int8_rows *out);
+int rr_avx512bf16_attention_available(void);
+int64_t rr_avx512bf16_scratch_bytes(int64_t s, int64_t d);
+int rr_avx512bf16_attend_one(float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch, float *ctx,
+                             const struct rr_int8_rows *in, struct rr_int8_rows *out);
+
+static int rr_f32_attention(const struct rr_ctx *c);
 
 void rr_ctx_free(struct rr_ctx *c) {
     if (!c) return;
@@ -323,7 +330,7 @@ struct rr_ctx *rr_ctx_create(int64_t heads, int64_t d, float eps) {
         return NULL;
     }
     c->threads = threads;
-    c->attn = d % 16 == 0 && rr_avx512_attention_available() ? RR_ATTN_AVX512 : RR_ATTN_ONEDNN;
+    c->attn = rr_f32_attention(c);
     for (int t = 0; t < threads; t++)
         if (dnnl_stream_create(&c->thread_streams[t], rr_engine, dnnl_stream_default_flags) != dnnl_success) {
             c->thread_streams[t] = NULL;
@@ -467,23 +474,35 @@ static dnnl_status_t rr_attend_one(const struct rr_ctx *c, dnnl_stream_t stream,
 
 /* Asks for attention on AMX bf16 tiles (for the bf16 and int8 modes); returns whether the CPU,
  * the kernel and the head size (a multiple of 32) allow it. */
-int rr_ctx_use_amx_attention(struct rr_ctx *c, int on) {
+/* The f32 kernel this CPU and head size run. */
+static int rr_f32_attention(const struct rr_ctx *c) {
+    return c->d % 16 == 0 && rr_avx512_attention_available() ? RR_ATTN_AVX512 : RR_ATTN_ONEDNN;
+}
+
+/* Asks for attention with bf16 products (for the bf16 and int8 modes): on AMX tiles where the CPU
+ * and kernel allow them, else with AVX512-BF16 dot products, for head sizes that are multiples of
+ * 32; with on = 0, back to f32. Returns whether a bf16 kernel will run. */
+int rr_ctx_use_bf16_attention(struct rr_ctx *c, int on) {
     if (on && c->d % 32 == 0 && rr_amx_available())
         c->attn = RR_ATTN_AMX;
-    else if (c->attn == RR_ATTN_AMX)
-        c->attn = c->d % 16 == 0 && rr_avx512_attention_available() ? RR_ATTN_AVX512 : RR_ATTN_ONEDNN;
-    return c->attn == RR_ATTN_AMX;
+    else if (on && c->d % 32 == 0 && rr_avx512bf16_attention_available())
+        c->attn = RR_ATTN_AVX512_BF16;
+    else
+        c->attn = rr_f32_attention(c);
+    return c->attn == RR_ATTN_AMX || c->attn == RR_ATTN_AVX512_BF16;
 }
 
 /* Picks the attention kernel (RR_ATTN_*) where this CPU and head size run it, to compare them;
- * returns the one now in use. */
+ * any other kind leaves it; returns the one now in use. */
 int rr_ctx_set_attention(struct rr_ctx *c, int kind) {
     if (kind == RR_ATTN_ONEDNN)
         c->attn = RR_ATTN_ONEDNN;
-    else if (kind == RR_ATTN_AVX512 && c->d % 16 == 0 && rr_avx512_attention_available())
+    else if (kind == RR_ATTN_AVX512 && rr_f32_attention(c) == RR_ATTN_AVX512)
         c->attn = RR_ATTN_AVX512;
-    else if (kind == RR_ATTN_AMX)
-        rr_ctx_use_amx_attention(c, 1);
+    else if (kind == RR_ATTN_AMX && c->d % 32 == 0 && rr_amx_available())
+        c->attn = RR_ATTN_AMX;
+    else if (kind == RR_ATTN_AVX512_BF16 && c->d % 32 == 0 && rr_avx512bf16_attention_available())
+        c->attn = RR_ATTN_AVX512_BF16;
     return c->attn;
 }
 
@@ -503,15 +522,17 @@ static int rr_attn_scratch(struct rr_ctx *c, int64_t need) {
     return 0;
 }
 
-/* Our kernels (AMX or AVX-512, by c->attn) over the packed sequences, whole sequences per
- * thread. `in` and `out` (both or neither): the int8 QKV epilogue applied on the way in (in place
+/* Our kernels (AMX, AVX-512 or AVX512-BF16, by c->attn) over the packed sequences, whole
+ * sequences per thread. `in` and `out` (both or neither): the int8 QKV epilogue applied on the way in (in place
  * in qkv on AVX-512), the context requantized on the way out (see rr_attention_int8). */
 static int rr_attention_own(struct rr_ctx *c, float *qkv, int64_t nseq, const int64_t *offsets, int64_t longest,
                             float *ctx, const struct rr_int8_rows *in, const struct rr_int8_rows *out) {
     int64_t h = c->hidden;
-    int amx = c->attn == RR_ATTN_AMX;
-    if (rr_attn_scratch(c, amx ? rr_amx_scratch_bytes(longest, h, c->d) : rr_avx512_scratch_bytes(longest, c->d)))
-        return -1;
+    int kind = c->attn;
+    int64_t need = kind == RR_ATTN_AMX            ? rr_amx_scratch_bytes(longest, h, c->d)
+                   : kind == RR_ATTN_AVX512_BF16 ? rr_avx512bf16_scratch_bytes(longest, c->d)
+                                                 : rr_avx512_scratch_bytes(longest, c->d);
+    if (rr_attn_scratch(c, need)) return -1;
     int failed = 0;
 #pragma omp parallel num_threads(c->threads) reduction(| : failed)
     {
@@ -531,10 +552,13 @@ static int rr_attention_own(struct rr_ctx *c, float *qkv, int64_t nseq, const in
                 seq_out.zero_point += r;
                 seq_out.q += r * h;
             }
-            int st = amx ? rr_amx_attend_one(qkv + r * 3 * h, s, c->heads, c->d, c->scale, scratch, ctx + r * h,
-                                             in ? &seq_in : NULL, in ? &seq_out : NULL)
-                         : rr_avx512_attend_one(qkv + r * 3 * h, s, c->heads, c->d, c->scale, scratch, ctx + r * h,
-                                                in ? &seq_in : NULL, in ? &seq_out : NULL);
+            const struct rr_int8_rows *si = in ? &seq_in : NULL;
+            struct rr_int8_rows *so = in ? &seq_out : NULL;
+            float *x = qkv + r * 3 * h, *y = ctx + r * h;
+            int st = kind == RR_ATTN_AMX ? rr_amx_attend_one(x, s, c->heads, c->d, c->scale, scratch, y, si, so)
+                     : kind == RR_ATTN_AVX512_BF16
+                         ? rr_avx512bf16_attend_one(x, s, c->heads, c->d, c->scale, scratch, y, si, so)
+                         : rr_avx512_attend_one(x, s, c->heads, c->d, c->scale, scratch, y, si, so);
             if (st != 0) failed = 1;
         }
     }

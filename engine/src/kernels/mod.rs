@@ -52,6 +52,9 @@ pub enum AttentionKernel {
     Avx512,
     /// Our AMX bf16 kernel (`csrc/amx_attention.c`), for the reduced-precision modes.
     Amx,
+    /// Our AVX512-BF16 kernel (`csrc/avx512_attention.c`), for the reduced-precision modes on
+    /// CPUs without AMX.
+    Avx512Bf16,
 }
 
 #[cfg_attr(not(has_onednn), allow(dead_code))]
@@ -62,6 +65,7 @@ impl AttentionKernel {
             Self::OneDnn => 0,
             Self::Avx512 => 1,
             Self::Amx => 2,
+            Self::Avx512Bf16 => 3,
         }
     }
 
@@ -69,6 +73,7 @@ impl AttentionKernel {
         match code {
             1 => Self::Avx512,
             2 => Self::Amx,
+            3 => Self::Avx512Bf16,
             _ => Self::OneDnn,
         }
     }
@@ -79,6 +84,7 @@ impl AttentionKernel {
             Self::OneDnn => "",
             Self::Avx512 => ", AVX-512 attention",
             Self::Amx => ", AMX bf16 attention",
+            Self::Avx512Bf16 => ", AVX512-BF16 attention",
         }
     }
 }

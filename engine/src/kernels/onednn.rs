@@ -47,7 +47,7 @@ extern "C" {
     ) -> c_int;
     fn rr_ctx_create(heads: i64, d: i64, eps: f32) -> *mut RawCtx;
     fn rr_ctx_free(c: *mut RawCtx);
-    fn rr_ctx_use_amx_attention(c: *mut RawCtx, on: c_int) -> c_int;
+    fn rr_ctx_use_bf16_attention(c: *mut RawCtx, on: c_int) -> c_int;
     fn rr_ctx_set_attention(c: *mut RawCtx, kind: c_int) -> c_int;
     fn rr_attention(
         c: *mut RawCtx,
@@ -366,18 +366,19 @@ impl Ctx {
         self.heads * self.head_dim
     }
 
-    /// Runs [`Ctx::attention`] on AMX bf16 tiles (Q, K, V and the probabilities rounded to
-    /// bf16, f32 accumulation and softmax) where the CPU has AMX and the head size is a multiple
-    /// of 32; returns whether it will. For the reduced-precision modes only: on a CPU whose
-    /// int8 and bf16 GEMMs run on AMX, f32 attention would be a third of their forward pass.
-    pub fn use_amx_attention(&mut self) -> bool {
+    /// Runs [`Ctx::attention`] with bf16 products (Q, K, V and the probabilities rounded to
+    /// bf16, f32 accumulation and softmax) where the head size is a multiple of 32: on AMX tiles
+    /// where the CPU has AMX, else with AVX512-BF16 dot products; returns whether it will. For
+    /// the reduced-precision modes only: there f32 attention would be a sixth (AVX512-BF16) to a
+    /// third (AMX) of a forward pass whose GEMMs run in bf16 or int8.
+    pub fn use_bf16_attention(&mut self) -> bool {
         // SAFETY: the context is exclusively borrowed.
-        unsafe { rr_ctx_use_amx_attention(self.raw.as_ptr(), 1) != 0 }
+        unsafe { rr_ctx_use_bf16_attention(self.raw.as_ptr(), 1) != 0 }
     }
 
     /// The kernel [`Ctx::attention`] runs on: our AVX-512 one by default where the CPU has
-    /// AVX-512 and the head size is a multiple of 16, oneDNN's primitives elsewhere, AMX after
-    /// [`Ctx::use_amx_attention`].
+    /// AVX-512 and the head size is a multiple of 16, oneDNN's primitives elsewhere, a bf16 one
+    /// after [`Ctx::use_bf16_attention`].
     pub fn attention_kernel(&mut self) -> AttentionKernel {
         // SAFETY: the context is exclusively borrowed; −1 asks without changing.
         AttentionKernel::from_code(unsafe { rr_ctx_set_attention(self.raw.as_ptr(), -1) })
@@ -847,36 +848,62 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// AMX attention (bf16 Q, K, V and probabilities) agrees with the f32 path to bf16's
-    /// rounding, for lengths that are and are not multiples of the 16-row and 32-key tiles and
-    /// for head sizes 32 and 64. A wrong tile layout or a padded key given weight is off by O(1).
+    /// The bf16 attention kernels (AMX tiles, AVX512-BF16 dot products: bf16 Q, K, V and
+    /// probabilities) agree with the f32 path to bf16's rounding, for lengths that are and are
+    /// not multiples of their 16-row and 32-key blocks, odd ones (a key pair half padding), and
+    /// head sizes 32 and 64. A wrong pair layout or a padded key given weight is off by O(1).
     #[test]
-    fn amx_attention_matches_f32_attention_to_bf16_rounding() {
-        for (heads, dim) in [(3, 32), (2, 64)] {
-            let hidden = heads * dim;
-            let offsets = [0i64, 1, 6, 22, 55, 182, 382];
-            let rows = 382;
-            let qkv = values(rows * 3 * hidden, dim as u64, 2.0);
-            let mut exact = vec![0f32; rows * hidden];
-            let mut reference = Ctx::new(heads, dim, 1e-12).expect("context");
-            reference.set_attention_kernel(AttentionKernel::OneDnn);
-            reference
-                .attention(&qkv, &offsets, &mut exact)
-                .expect("f32 attention");
-            let mut amx = Ctx::new(heads, dim, 1e-12).expect("context");
-            if !amx.use_amx_attention() {
-                eprintln!("no AMX on this CPU: the AMX attention is not exercised");
-                return;
+    fn bf16_attention_matches_f32_attention_to_bf16_rounding() {
+        for kernel in [AttentionKernel::Amx, AttentionKernel::Avx512Bf16] {
+            for (heads, dim) in [(3, 32), (2, 64)] {
+                let hidden = heads * dim;
+                let offsets = [0i64, 1, 6, 22, 55, 182, 382];
+                let rows = 382;
+                let qkv = values(rows * 3 * hidden, dim as u64, 2.0);
+                let mut exact = vec![0f32; rows * hidden];
+                let mut reference = Ctx::new(heads, dim, 1e-12).expect("context");
+                reference.set_attention_kernel(AttentionKernel::OneDnn);
+                reference
+                    .attention(&qkv, &offsets, &mut exact)
+                    .expect("f32 attention");
+                let mut bf16 = Ctx::new(heads, dim, 1e-12).expect("context");
+                if bf16.set_attention_kernel(kernel) != kernel {
+                    eprintln!("{kernel:?} attention does not run on this CPU: not exercised");
+                    break;
+                }
+                let mut got = vec![f32::NAN; rows * hidden];
+                bf16.attention(&qkv, &offsets, &mut got)
+                    .expect("bf16 attention");
+                let diff = max_abs_diff(&exact, &got);
+                assert!(
+                    diff < 3e-2,
+                    "{kernel:?}, {heads} heads of {dim}: max |Δ| {diff}"
+                );
             }
-            let mut tiles = vec![f32::NAN; rows * hidden];
-            amx.attention(&qkv, &offsets, &mut tiles)
-                .expect("AMX attention");
-            let diff = max_abs_diff(&exact, &tiles);
-            assert!(diff < 3e-2, "{heads} heads of {dim}: max |Δ| {diff}");
         }
     }
 
-    /// The int8 attention with its epilogue and requantization fused (AMX) gives what the
+    /// A reduced-precision mode's context picks a bf16 kernel where the CPU has one (AMX first),
+    /// and f32 attention where the head size does not suit it.
+    #[test]
+    fn bf16_attention_is_chosen_where_it_runs() {
+        let mut ctx = Ctx::new(2, 32, 1e-12).expect("context");
+        let f32_kernel = ctx.attention_kernel();
+        assert_ne!(f32_kernel, AttentionKernel::Amx);
+        assert_ne!(f32_kernel, AttentionKernel::Avx512Bf16);
+        if ctx.use_bf16_attention() {
+            assert!(matches!(
+                ctx.attention_kernel(),
+                AttentionKernel::Amx | AttentionKernel::Avx512Bf16
+            ));
+        } else {
+            assert_eq!(ctx.attention_kernel(), f32_kernel);
+        }
+        let mut odd = Ctx::new(2, 48, 1e-12).expect("context");
+        assert!(!odd.use_bf16_attention());
+    }
+
+    /// The int8 attention with its epilogue and requantization fused (our kernels) gives what the
     /// separate passes give (epilogue, f32 attention, quantization), to bf16's rounding.
     #[test]
     fn fused_int8_attention_matches_the_separate_passes() {
@@ -915,10 +942,11 @@ mod tests {
             Some((out, q, s))
         };
         let (exact, q_exact, s_exact) = run(AttentionKernel::OneDnn).expect("separate passes");
-        // AVX-512 is f32 throughout; AMX rounds Q, K, V and P to bf16.
+        // AVX-512 is f32 throughout; the bf16 kernels round Q, K, V and P to bf16.
         for (kernel, tolerance, codes) in [
             (AttentionKernel::Avx512, 1e-4, 1),
             (AttentionKernel::Amx, 3e-2, 3),
+            (AttentionKernel::Avx512Bf16, 3e-2, 3),
         ] {
             let Some((fused, q_fused, s_fused)) = run(kernel) else {
                 eprintln!("{kernel:?} attention does not run on this CPU: not exercised");

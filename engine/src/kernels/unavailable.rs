@@ -88,7 +88,7 @@ impl Ctx {
         match *self {}
     }
 
-    pub fn use_amx_attention(&mut self) -> bool {
+    pub fn use_bf16_attention(&mut self) -> bool {
         false
     }
 

@@ -87,7 +87,7 @@ impl PackedLayers {
         let hidden = first.qkv.0.dim(1)?;
         let mut ctx = Ctx::new(first.heads, hidden / first.heads, first.eps as f32)?;
         if precision != Precision::F32 {
-            ctx.use_amx_attention();
+            ctx.use_bf16_attention();
         }
         let attention = ctx.attention_kernel();
         let fused = precision != Precision::Int8;
