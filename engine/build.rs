@@ -14,6 +14,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/dnnl_gemm.c");
     println!("cargo:rerun-if-changed=csrc/amx_attention.c");
     println!("cargo:rerun-if-changed=csrc/avx512_attention.c");
+    println!("cargo:rerun-if-changed=csrc/avx2_attention.c");
     println!("cargo:rerun-if-changed=csrc/int8_rows.h");
     println!("cargo:rerun-if-env-changed=DNNL_ROOT");
     println!("cargo:rerun-if-env-changed=RERANK_REQUIRE_ONEDNN");
@@ -67,6 +68,7 @@ fn build_shim() -> Result<(), String> {
         .file("csrc/dnnl_gemm.c")
         .file("csrc/amx_attention.c")
         .file("csrc/avx512_attention.c")
+        .file("csrc/avx2_attention.c")
         .include("csrc")
         .flag("-fopenmp")
         .flag("-std=c11")

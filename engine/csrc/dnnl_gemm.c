@@ -268,11 +268,11 @@ struct rr_ctx {
     int64_t attn_scratch_cap;
 };
 
-/* Attention kernels: oneDNN's f32 primitives per sequence; our f32 AVX-512 kernel
- * (avx512_attention.c, the default where the CPU has AVX-512); our bf16 kernels, which the
+/* Attention kernels: oneDNN's f32 primitives per sequence; our f32 kernels, the default where
+ * the CPU has AVX-512 (avx512_attention.c) or else AVX2 (avx2_attention.c); our bf16 kernels, which the
  * reduced-precision modes ask for: AMX tiles (amx_attention.c) or, without AMX, AVX512-BF16 dot
  * products (avx512_attention.c). */
-enum { RR_ATTN_ONEDNN = 0, RR_ATTN_AVX512 = 1, RR_ATTN_AMX = 2, RR_ATTN_AVX512_BF16 = 3 };
+enum { RR_ATTN_ONEDNN = 0, RR_ATTN_AVX512 = 1, RR_ATTN_AMX = 2, RR_ATTN_AVX512_BF16 = 3, RR_ATTN_AVX2 = 4 };
 
 int rr_amx_available(void);
 int64_t rr_amx_scratch_bytes(int64_t s, int64_t h, int64_t d);
@@ -287,6 +287,10 @@ int64_t rr_avx512bf16_scratch_bytes(int64_t s, int64_t d);
 int rr_avx512bf16_attend_one(float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch, float *ctx,
                              const struct rr_int8_rows *in, struct rr_int8_rows *out);
 
+int rr_avx2_attention_available(void);
+int64_t rr_avx2_scratch_bytes(int64_t s, int64_t d);
+int rr_avx2_attend_one(const float *qkv, int64_t s, int64_t heads, int64_t d, float scale, void *scratch,
+                       float *ctx);
 static int rr_f32_attention(const struct rr_ctx *c);
 
 void rr_ctx_free(struct rr_ctx *c) {
@@ -476,7 +480,9 @@ static dnnl_status_t rr_attend_one(const struct rr_ctx *c, dnnl_stream_t stream,
  * the kernel and the head size (a multiple of 32) allow it. */
 /* The f32 kernel this CPU and head size run. */
 static int rr_f32_attention(const struct rr_ctx *c) {
-    return c->d % 16 == 0 && rr_avx512_attention_available() ? RR_ATTN_AVX512 : RR_ATTN_ONEDNN;
+    if (c->d % 16 != 0) return RR_ATTN_ONEDNN;
+    if (rr_avx512_attention_available()) return RR_ATTN_AVX512;
+    return rr_avx2_attention_available() ? RR_ATTN_AVX2 : RR_ATTN_ONEDNN;
 }
 
 /* Asks for attention with bf16 products (for the bf16 and int8 modes): on AMX tiles where the CPU
@@ -499,6 +505,8 @@ int rr_ctx_set_attention(struct rr_ctx *c, int kind) {
         c->attn = RR_ATTN_ONEDNN;
     else if (kind == RR_ATTN_AVX512 && rr_f32_attention(c) == RR_ATTN_AVX512)
         c->attn = RR_ATTN_AVX512;
+    else if (kind == RR_ATTN_AVX2 && c->d % 16 == 0 && rr_avx2_attention_available())
+        c->attn = RR_ATTN_AVX2;
     else if (kind == RR_ATTN_AMX && c->d % 32 == 0 && rr_amx_available())
         c->attn = RR_ATTN_AMX;
     else if (kind == RR_ATTN_AVX512_BF16 && c->d % 32 == 0 && rr_avx512bf16_attention_available())
@@ -522,8 +530,8 @@ static int rr_attn_scratch(struct rr_ctx *c, int64_t need) {
     return 0;
 }
 
-/* Our kernels (AMX, AVX-512 or AVX512-BF16, by c->attn) over the packed sequences, whole
- * sequences per thread. `in` and `out` (both or neither): the int8 QKV epilogue applied on the way in (in place
+/* Our kernels (by c->attn) over the packed sequences, whole sequences per thread. `in` and
+ * `out` (both or neither, never for AVX2): the int8 QKV epilogue applied on the way in (in place
  * in qkv on AVX-512), the context requantized on the way out (see rr_attention_int8). */
 static int rr_attention_own(struct rr_ctx *c, float *qkv, int64_t nseq, const int64_t *offsets, int64_t longest,
                             float *ctx, const struct rr_int8_rows *in, const struct rr_int8_rows *out) {
@@ -531,6 +539,7 @@ static int rr_attention_own(struct rr_ctx *c, float *qkv, int64_t nseq, const in
     int kind = c->attn;
     int64_t need = kind == RR_ATTN_AMX            ? rr_amx_scratch_bytes(longest, h, c->d)
                    : kind == RR_ATTN_AVX512_BF16 ? rr_avx512bf16_scratch_bytes(longest, c->d)
+                   : kind == RR_ATTN_AVX2        ? rr_avx2_scratch_bytes(longest, c->d)
                                                  : rr_avx512_scratch_bytes(longest, c->d);
     if (rr_attn_scratch(c, need)) return -1;
     int failed = 0;
@@ -558,7 +567,8 @@ static int rr_attention_own(struct rr_ctx *c, float *qkv, int64_t nseq, const in
             int st = kind == RR_ATTN_AMX ? rr_amx_attend_one(x, s, c->heads, c->d, c->scale, scratch, y, si, so)
                      : kind == RR_ATTN_AVX512_BF16
                          ? rr_avx512bf16_attend_one(x, s, c->heads, c->d, c->scale, scratch, y, si, so)
-                         : rr_avx512_attend_one(x, s, c->heads, c->d, c->scale, scratch, y, si, so);
+                     : kind == RR_ATTN_AVX2 ? rr_avx2_attend_one(x, s, c->heads, c->d, c->scale, scratch, y)
+                                            : rr_avx512_attend_one(x, s, c->heads, c->d, c->scale, scratch, y, si, so);
             if (st != 0) failed = 1;
         }
     }
@@ -629,7 +639,7 @@ int rr_attention_int8(struct rr_ctx *c, float *qkv, int64_t nseq, const int64_t 
     int64_t h = c->hidden, m = offsets[nseq], longest = 0;
     for (int64_t i = 0; i < nseq; i++)
         if (offsets[i + 1] - offsets[i] > longest) longest = offsets[i + 1] - offsets[i];
-    if (c->attn != RR_ATTN_ONEDNN) {
+    if (c->attn != RR_ATTN_ONEDNN && c->attn != RR_ATTN_AVX2) {
         struct rr_int8_rows in = {(float *)in_scale, (float *)in_zero_point, NULL, comp, bias};
         struct rr_int8_rows out = {out_scale, out_zero_point, q, NULL, NULL};
         return rr_attention_own(c, qkv, nseq, offsets, longest, ctx, &in, &out);

@@ -46,7 +46,8 @@ pub use packed_linear::{int8_weight_limit, quantize_weight, LinearScratch, Packe
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(not(has_onednn), allow(dead_code))]
 pub enum AttentionKernel {
-    /// oneDNN's f32 primitives per sequence (Q·Kᵀ, softmax, P·V): CPUs without AVX-512.
+    /// oneDNN's f32 primitives per sequence (Q·Kᵀ, softmax, P·V): CPUs without AVX2, or head
+    /// sizes that are not multiples of 16.
     OneDnn,
     /// Our f32 AVX-512 kernel (`csrc/avx512_attention.c`).
     Avx512,
@@ -55,6 +56,8 @@ pub enum AttentionKernel {
     /// Our AVX512-BF16 kernel (`csrc/avx512_attention.c`), for the reduced-precision modes on
     /// CPUs without AMX.
     Avx512Bf16,
+    /// Our f32 AVX2 kernel (`csrc/avx2_attention.c`): CPUs without AVX-512.
+    Avx2,
 }
 
 #[cfg_attr(not(has_onednn), allow(dead_code))]
@@ -66,6 +69,7 @@ impl AttentionKernel {
             Self::Avx512 => 1,
             Self::Amx => 2,
             Self::Avx512Bf16 => 3,
+            Self::Avx2 => 4,
         }
     }
 
@@ -74,6 +78,7 @@ impl AttentionKernel {
             1 => Self::Avx512,
             2 => Self::Amx,
             3 => Self::Avx512Bf16,
+            4 => Self::Avx2,
             _ => Self::OneDnn,
         }
     }
@@ -85,6 +90,7 @@ impl AttentionKernel {
             Self::Avx512 => ", AVX-512 attention",
             Self::Amx => ", AMX bf16 attention",
             Self::Avx512Bf16 => ", AVX512-BF16 attention",
+            Self::Avx2 => ", AVX2 attention",
         }
     }
 }

@@ -945,6 +945,7 @@ mod tests {
         // AVX-512 is f32 throughout; the bf16 kernels round Q, K, V and P to bf16.
         for (kernel, tolerance, codes) in [
             (AttentionKernel::Avx512, 1e-4, 1),
+            (AttentionKernel::Avx2, 1e-4, 1),
             (AttentionKernel::Amx, 3e-2, 3),
             (AttentionKernel::Avx512Bf16, 3e-2, 3),
         ] {
@@ -967,34 +968,40 @@ mod tests {
         }
     }
 
-    /// Our AVX-512 attention computes what oneDNN's f32 primitives compute, to f32 rounding, for
-    /// head sizes of one, two and three vectors and sequences shorter and longer than a block.
+    /// Our f32 attention kernels (AVX-512, AVX2) compute what oneDNN's f32 primitives compute,
+    /// to f32 rounding, for head sizes of one to four vectors and sequences shorter and longer
+    /// than a block.
     #[test]
-    fn avx512_attention_matches_onednn_attention() {
-        for (heads, dim) in [(3, 16), (2, 32), (2, 48), (1, 64)] {
-            let hidden = heads * dim;
-            let offsets = [0i64, 1, 5, 6, 13, 45, 172, 372];
-            let rows = 372;
-            let qkv = values(rows * 3 * hidden, dim as u64, 2.0);
-            let mut exact = vec![0f32; rows * hidden];
-            let mut onednn = Ctx::new(heads, dim, 1e-12).expect("context");
-            assert_eq!(
-                onednn.set_attention_kernel(AttentionKernel::OneDnn),
-                AttentionKernel::OneDnn
-            );
-            onednn
-                .attention(&qkv, &offsets, &mut exact)
-                .expect("oneDNN attention");
-            let mut ours = Ctx::new(heads, dim, 1e-12).expect("context");
-            if ours.set_attention_kernel(AttentionKernel::Avx512) != AttentionKernel::Avx512 {
-                eprintln!("no AVX-512 on this CPU: the AVX-512 attention is not exercised");
-                return;
+    fn f32_attention_kernels_match_onednn_attention() {
+        for kernel in [AttentionKernel::Avx512, AttentionKernel::Avx2] {
+            for (heads, dim) in [(3, 16), (2, 32), (2, 48), (1, 64)] {
+                let hidden = heads * dim;
+                let offsets = [0i64, 1, 5, 6, 13, 45, 172, 372];
+                let rows = 372;
+                let qkv = values(rows * 3 * hidden, dim as u64, 2.0);
+                let mut exact = vec![0f32; rows * hidden];
+                let mut onednn = Ctx::new(heads, dim, 1e-12).expect("context");
+                assert_eq!(
+                    onednn.set_attention_kernel(AttentionKernel::OneDnn),
+                    AttentionKernel::OneDnn
+                );
+                onednn
+                    .attention(&qkv, &offsets, &mut exact)
+                    .expect("oneDNN attention");
+                let mut ours = Ctx::new(heads, dim, 1e-12).expect("context");
+                if ours.set_attention_kernel(kernel) != kernel {
+                    eprintln!("{kernel:?} attention does not run on this CPU: not exercised");
+                    break;
+                }
+                let mut got = vec![f32::NAN; rows * hidden];
+                ours.attention(&qkv, &offsets, &mut got)
+                    .expect("our attention");
+                let diff = max_abs_diff(&exact, &got);
+                assert!(
+                    diff < 1e-5,
+                    "{kernel:?}, {heads} heads of {dim}: max |Δ| {diff}"
+                );
             }
-            let mut got = vec![f32::NAN; rows * hidden];
-            ours.attention(&qkv, &offsets, &mut got)
-                .expect("AVX-512 attention");
-            let diff = max_abs_diff(&exact, &got);
-            assert!(diff < 1e-5, "{heads} heads of {dim}: max |Δ| {diff}");
         }
     }
 
