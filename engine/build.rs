@@ -16,6 +16,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/avx512_attention.c");
     println!("cargo:rerun-if-changed=csrc/avx2_attention.c");
     println!("cargo:rerun-if-changed=csrc/int8_rows.h");
+    println!("cargo:rerun-if-changed=csrc/avx512_exp.h");
     println!("cargo:rerun-if-env-changed=DNNL_ROOT");
     println!("cargo:rerun-if-env-changed=RERANK_REQUIRE_ONEDNN");
     println!("cargo::rustc-check-cfg=cfg(has_onednn)");

@@ -29,6 +29,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 
+#include "avx512_exp.h"
+
 #define RR_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
 
 /* The layout the tile registers are configured with (palette 1): every tile 16 rows × 64 bytes. */
@@ -76,24 +78,6 @@ int64_t rr_amx_scratch_bytes(int64_t s, int64_t h, int64_t d) {
            + 5 * 64;            /* alignment of each part */
 }
 
-/* e^x for x ≤ 0 (softmax's shifted scores): 2^n · p(r), r = x − n·ln 2 ∈ [−ln2/2, ln2/2], with
- * a degree-6 polynomial (relative error ~2e-7, far below bf16's rounding of P). */
-RR_AMX static inline __m512 rr_exp(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 /* f32 → bf16 (round to nearest even) of n values. */
 RR_AMX static void rr_to_bf16_row(const float *x, uint16_t *y, int64_t n) {
     int64_t c = 0;
@@ -124,12 +108,12 @@ RR_AMX static void rr_softmax_rows(const float *scores, int64_t rows, int64_t s,
         /* e^(scale·x − scale·max), kept in `out`'s f32 twin: the scores row itself. */
         float *e = (float *)row;
         for (c = 0; c + 16 <= s; c += 16) {
-            __m512 v = rr_exp(_mm512_fmsub_ps(_mm512_loadu_ps(row + c), vs, shift));
+            __m512 v = rr_exp16(_mm512_fmsub_ps(_mm512_loadu_ps(row + c), vs, shift));
             _mm512_storeu_ps(e + c, v);
             sum = _mm512_add_ps(sum, v);
         }
         if (c < s) {
-            __m512 v = rr_exp(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, row + c), vs, shift));
+            __m512 v = rr_exp16(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(tail, row + c), vs, shift));
             v = _mm512_maskz_mov_ps(tail, v);
             _mm512_mask_storeu_ps(e + c, tail, v);
             sum = _mm512_add_ps(sum, v);

@@ -31,6 +31,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 
+#include "avx512_exp.h"
+
 #define RR_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 
 /* Whether this CPU runs the kernel (AVX-512 F/BW/VL/DQ, as the row passes need too). */
@@ -49,23 +51,6 @@ int64_t rr_avx512_scratch_bytes(int64_t s, int64_t d) {
            + 4 * RR_QB * s16  /* scores of a block of queries */
            + 4 * 16           /* a zero row for padding keys */
            + 5 * 64;
-}
-
-/* e^x for x ≤ 0 (softmax's shifted scores): 2^n · p(r), r = x − n·ln 2, degree-6 polynomial. */
-RR_AVX512 static inline __m512 rr_exp16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
 }
 
 /* The mask of the first `n` (< 16) lanes, or all lanes for n ≥ 16. */
