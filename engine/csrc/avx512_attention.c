@@ -163,17 +163,6 @@ RR_AVX512 static void rr_transpose16(const float *const *rows, float *out, int64
     }
 }
 
-/* The int8 QKV epilogue of one row in place: (y − zp·comp)·scale + bias. */
-RR_AVX512 static void rr_epilogue_row(float *y, int64_t n, float scale, float zp, const float *comp,
-                                      const float *bias) {
-    __m512 vs = _mm512_set1_ps(scale), vz = _mm512_set1_ps(zp);
-    for (int64_t c = 0; c < n; c += 16) {
-        __mmask16 m = rr_lanes(n - c);
-        __m512 v = _mm512_fnmadd_ps(vz, _mm512_maskz_loadu_ps(m, comp + c), _mm512_maskz_loadu_ps(m, y + c));
-        _mm512_mask_storeu_ps(y + c, m, _mm512_fmadd_ps(v, vs, _mm512_maskz_loadu_ps(m, bias + c)));
-    }
-}
-
 /*
  * One sequence's attention: reads its s rows of qkv (s × 3h f32: Q, K, V side by side, heads of
  * d values each, d a multiple of 16) and writes its s rows of ctx (s × h). With `in` the rows are
@@ -188,7 +177,7 @@ RR_AVX512 int rr_avx512_attend_one(float *qkv, int64_t s, int64_t heads, int64_t
     if (d % 16 != 0) return -1;
     if (in)
         for (int64_t i = 0; i < s; i++)
-            rr_epilogue_row(qkv + i * w, w, in->scale[i], in->zero_point[i], in->comp, in->bias);
+            rr_scale_row(qkv + i * w, w, in->scale[i], in->zero_point[i], in->comp, in->bias, NULL);
     float *kt = (float *)scratch, *vh = kt + d * s16, *sc = vh + s16 * d,
           *zero = sc + RR_QB * s16;
     memset(zero, 0, 16 * sizeof *zero);
@@ -342,7 +331,7 @@ RR_BF16 int rr_avx512bf16_attend_one(float *qkv, int64_t s, int64_t heads, int64
     if (d % 32 != 0) return -1;
     if (in)
         for (int64_t i = 0; i < s; i++)
-            rr_epilogue_row(qkv + i * w, w, in->scale[i], in->zero_point[i], in->comp, in->bias);
+            rr_scale_row(qkv + i * w, w, in->scale[i], in->zero_point[i], in->comp, in->bias, NULL);
     char *cursor = scratch;
     uint16_t *kb = rr_carve(&cursor, 2 * s32 * d);
     uint32_t *kp = rr_carve(&cursor, 2 * d * s32);

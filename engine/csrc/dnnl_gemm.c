@@ -476,22 +476,38 @@ static dnnl_status_t rr_attend_one(const struct rr_ctx *c, dnnl_stream_t stream,
     return st;
 }
 
-/* Asks for attention on AMX bf16 tiles (for the bf16 and int8 modes); returns whether the CPU,
- * the kernel and the head size (a multiple of 32) allow it. */
-/* The f32 kernel this CPU and head size run. */
+/* Whether this CPU and head size run the attention kernel `kind` (RR_ATTN_*): the one place
+ * that says what each kernel needs. */
+static int rr_attention_runs(const struct rr_ctx *c, int kind) {
+    switch (kind) {
+    case RR_ATTN_ONEDNN:
+        return 1;
+    case RR_ATTN_AVX512:
+        return c->d % 16 == 0 && rr_avx512_attention_available();
+    case RR_ATTN_AVX2:
+        return c->d % 16 == 0 && rr_avx2_attention_available();
+    case RR_ATTN_AMX:
+        return c->d % 32 == 0 && rr_amx_available();
+    case RR_ATTN_AVX512_BF16:
+        return c->d % 32 == 0 && rr_avx512bf16_attention_available();
+    default:
+        return 0;
+    }
+}
+
+/* The f32 kernel this CPU and head size run: AVX-512, else AVX2, else oneDNN's primitives. */
 static int rr_f32_attention(const struct rr_ctx *c) {
-    if (c->d % 16 != 0) return RR_ATTN_ONEDNN;
-    if (rr_avx512_attention_available()) return RR_ATTN_AVX512;
-    return rr_avx2_attention_available() ? RR_ATTN_AVX2 : RR_ATTN_ONEDNN;
+    if (rr_attention_runs(c, RR_ATTN_AVX512)) return RR_ATTN_AVX512;
+    return rr_attention_runs(c, RR_ATTN_AVX2) ? RR_ATTN_AVX2 : RR_ATTN_ONEDNN;
 }
 
 /* Asks for attention with bf16 products (for the bf16 and int8 modes): on AMX tiles where the CPU
  * and kernel allow them, else with AVX512-BF16 dot products, for head sizes that are multiples of
  * 32; with on = 0, back to f32. Returns whether a bf16 kernel will run. */
 int rr_ctx_use_bf16_attention(struct rr_ctx *c, int on) {
-    if (on && c->d % 32 == 0 && rr_amx_available())
+    if (on && rr_attention_runs(c, RR_ATTN_AMX))
         c->attn = RR_ATTN_AMX;
-    else if (on && c->d % 32 == 0 && rr_avx512bf16_attention_available())
+    else if (on && rr_attention_runs(c, RR_ATTN_AVX512_BF16))
         c->attn = RR_ATTN_AVX512_BF16;
     else
         c->attn = rr_f32_attention(c);
@@ -501,16 +517,7 @@ int rr_ctx_use_bf16_attention(struct rr_ctx *c, int on) {
 /* Picks the attention kernel (RR_ATTN_*) where this CPU and head size run it, to compare them;
  * any other kind leaves it; returns the one now in use. */
 int rr_ctx_set_attention(struct rr_ctx *c, int kind) {
-    if (kind == RR_ATTN_ONEDNN)
-        c->attn = RR_ATTN_ONEDNN;
-    else if (kind == RR_ATTN_AVX512 && rr_f32_attention(c) == RR_ATTN_AVX512)
-        c->attn = RR_ATTN_AVX512;
-    else if (kind == RR_ATTN_AVX2 && c->d % 16 == 0 && rr_avx2_attention_available())
-        c->attn = RR_ATTN_AVX2;
-    else if (kind == RR_ATTN_AMX && c->d % 32 == 0 && rr_amx_available())
-        c->attn = RR_ATTN_AMX;
-    else if (kind == RR_ATTN_AVX512_BF16 && c->d % 32 == 0 && rr_avx512bf16_attention_available())
-        c->attn = RR_ATTN_AVX512_BF16;
+    if (rr_attention_runs(c, kind)) c->attn = kind;
     return c->attn;
 }
 
@@ -745,7 +752,7 @@ RR_CLONES static float rr_quantize_row(const float *row, int64_t n, uint8_t *out
     return s;
 }
 
-RR_CLONES static void rr_scale_row(float *restrict y, int64_t n, float s, float zp, const float *restrict comp,
+RR_CLONES void rr_scale_row(float *restrict y, int64_t n, float s, float zp, const float *restrict comp,
                                    const float *restrict bias, float *restrict acc) {
     if (acc) {
 #pragma omp simd

@@ -14,6 +14,11 @@ struct rr_int8_rows {
     const float *bias;
 };
 
+/* The int8 epilogue of one row (dnnl_gemm.c): y = (y − zp·comp)·scale + bias, or added to acc
+ * when acc is given; each attention kernel that fuses it calls this one. */
+void rr_scale_row(float *restrict y, int64_t n, float scale, float zp, const float *restrict comp,
+                  const float *restrict bias, float *restrict acc);
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 /* AVX-512 row quantization (amx_attention.c); call only where the CPU has AVX-512 BW/DQ/VL. */
 float rr_quantize_row_avx512(const float *row, int64_t n, uint8_t *out, float *zero_point);
